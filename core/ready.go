@@ -1,0 +1,49 @@
+package core
+
+// ready is the FIFO of callbacks that run in the current or next tick: a ring
+// buffer that grows by doubling and never shrinks, so a steady stream of
+// call_soon costs no allocation (CPython uses collections.deque for _ready).
+type ready[T any] struct {
+	buf  []T
+	head int // index of the oldest item
+	n    int // number of items
+}
+
+func (q *ready[T]) len() int { return q.n }
+
+func (q *ready[T]) push(v T) {
+	if q.n == len(q.buf) {
+		q.grow()
+	}
+	q.buf[(q.head+q.n)&(len(q.buf)-1)] = v
+	q.n++
+}
+
+// pop removes the oldest item; the caller checks len first.
+func (q *ready[T]) pop() T {
+	var zero T
+	v := q.buf[q.head]
+	q.buf[q.head] = zero // drop the reference for the garbage collector
+	q.head = (q.head + 1) & (len(q.buf) - 1)
+	q.n--
+	return v
+}
+
+// each calls f on every queued item, oldest first, without removing any.
+func (q *ready[T]) each(f func(T)) {
+	for i := 0; i < q.n; i++ {
+		f(q.buf[(q.head+i)&(len(q.buf)-1)])
+	}
+}
+
+func (q *ready[T]) grow() {
+	size := 2 * len(q.buf)
+	if size == 0 {
+		size = 64
+	}
+	buf := make([]T, size) // a power of two, so indexes wrap with a mask
+	for i := 0; i < q.n; i++ {
+		buf[i] = q.buf[(q.head+i)&(len(q.buf)-1)]
+	}
+	q.buf, q.head = buf, 0
+}
