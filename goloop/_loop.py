@@ -1,0 +1,343 @@
+"""goloop.Loop: asyncio's event loop API over the Go core.
+
+The native base (_goloop.LoopBase) owns scheduling: call_soon, the timers,
+the ready queue, fd watching and the run step are in Go. This class adds the
+orchestration asyncio writes in Python: run_forever's set-up, tasks and
+futures, the exception handler, debug mode, async generators, executors and
+signals. Where asyncio's own BaseEventLoop method needs nothing but the
+attributes set in __init__, it is reused as is, so that messages, warnings
+and per-version behaviour stay exactly asyncio's; the methods that touch
+the selector, _ready or _scheduled are written here against the Go core.
+"""
+
+import asyncio
+import errno
+import inspect
+import signal
+import sys
+import threading
+import time
+import warnings
+import weakref
+from asyncio import base_events, coroutines, events, format_helpers, futures, tasks, unix_events
+
+from . import _goloop
+
+__all__ = ("Loop",)
+
+_Base = base_events.BaseEventLoop
+_Unix = unix_events._UnixSelectorEventLoop
+_logger = base_events.logger
+
+_FORMAT_HAS_DEBUG = "debug" in inspect.signature(format_helpers._format_callback_source).parameters
+_iscoroutinefunction = getattr(coroutines, "_iscoroutinefunction", coroutines.iscoroutinefunction)
+
+
+class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
+    """An asyncio event loop whose scheduling core is written in Go."""
+
+    def __init__(self):
+        # The attributes asyncio's BaseEventLoop.__init__ sets, for the
+        # methods reused from it below.
+        self._default_executor = None
+        self._thread_id = None
+        self._clock_resolution = time.get_clock_info("monotonic").resolution
+        self._exception_handler = None
+        self.set_debug(coroutines._is_debug_mode())
+        # In debug mode, a callback that runs longer than this many seconds
+        # is logged.
+        self.slow_callback_duration = 0.1
+        self._current_handle = None
+        self._task_factory = None
+        self._coroutine_origin_tracking_enabled = False
+        self._coroutine_origin_tracking_saved_depth = None
+        self._asyncgens = weakref.WeakSet()
+        self._asyncgens_shutdown_called = False
+        self._executor_shutdown_called = False
+        self._old_agen_hooks = None
+        self._signal_handlers = {}
+        self._saved_wakeup_fd = None
+
+    __repr__ = _Base.__repr__
+    __del__ = _Base.__del__
+
+    # Running and stopping the event loop.
+
+    def run_forever(self):
+        """Run until stop() is called."""
+        self._run_forever_setup()
+        try:
+            self._run()
+        finally:
+            self._run_forever_cleanup()
+
+    def _run_forever_setup(self):
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self._debug)
+        self._old_agen_hooks = sys.get_asyncgen_hooks()
+        self._thread_id = threading.get_ident()
+        sys.set_asyncgen_hooks(
+            firstiter=self._asyncgen_firstiter_hook, finalizer=self._asyncgen_finalizer_hook
+        )
+        events._set_running_loop(self)
+        self._install_wakeup_fd()
+
+    def _run_forever_cleanup(self):
+        self._restore_wakeup_fd()
+        self._thread_id = None
+        events._set_running_loop(None)
+        self._set_coroutine_origin_tracking(False)
+        if self._old_agen_hooks is not None:
+            sys.set_asyncgen_hooks(*self._old_agen_hooks)
+            self._old_agen_hooks = None
+
+    run_until_complete = _Base.run_until_complete
+    is_running = _Base.is_running
+    _check_closed = _Base._check_closed
+    _check_running = _Base._check_running
+
+    def close(self):
+        """Close the event loop.
+
+        This clears the queues and shuts down the executor, but does not
+        wait for the executor to finish. The event loop must not be running.
+        """
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self._closed:
+            return
+        if self._debug:
+            _logger.debug("Close %r", self)
+        self._remove_signal_handlers()
+        self._closed = True
+        self._close()
+        self._executor_shutdown_called = True
+        executor = self._default_executor
+        if executor is not None:
+            self._default_executor = None
+            executor.shutdown(wait=False)
+
+    shutdown_asyncgens = _Base.shutdown_asyncgens
+    shutdown_default_executor = _Base.shutdown_default_executor
+    _do_shutdown = _Base._do_shutdown
+    _asyncgen_firstiter_hook = _Base._asyncgen_firstiter_hook
+    _asyncgen_finalizer_hook = _Base._asyncgen_finalizer_hook
+
+    # Methods scheduling callbacks (call_soon, call_later, call_at, time and
+    # call_soon_threadsafe are native). Future and task creation.
+
+    _check_callback = _Base._check_callback
+    _check_thread = _Base._check_thread
+
+    if sys.version_info >= (3, 14):
+        create_task = _Base.create_task
+    else:
+
+        def create_task(self, coro, *, name=None, context=None, **kwargs):
+            """Schedule a coroutine object.
+
+            Return a task object. Extra keyword arguments go to the Task (or
+            the task factory), as on Python 3.14.
+            """
+            if not kwargs:
+                task = _Base.create_task(self, coro, name=name, context=context)
+            else:
+                self._check_closed()
+                if self._task_factory is None:
+                    task = tasks.Task(coro, loop=self, name=name, context=context, **kwargs)
+                else:
+                    task = self._task_factory(self, coro, context=context, **kwargs)
+                    if name is not None:
+                        task.set_name(name)
+            # Drop this frame too, as asyncio drops create_task's own.
+            if task._source_traceback and self._task_factory is None:
+                del task._source_traceback[-1]
+            try:
+                return task
+            finally:
+                del task
+
+    set_task_factory = _Base.set_task_factory
+    get_task_factory = _Base.get_task_factory
+
+    # Methods for interacting with threads.
+
+    run_in_executor = _Base.run_in_executor
+    set_default_executor = _Base.set_default_executor
+    _check_default_executor = _Base._check_default_executor
+
+    # Ready-based callback registration methods.
+
+    def add_reader(self, fd, callback, *args):
+        """Start monitoring the file descriptor for read availability."""
+        self._check_closed()
+        return self._add_reader(_fileobj_to_fd(fd), callback, *args)
+
+    def remove_reader(self, fd):
+        """Stop monitoring the file descriptor for read availability."""
+        return self._remove_reader(_fileobj_to_fd(fd))
+
+    def add_writer(self, fd, callback, *args):
+        """Start monitoring the file descriptor for write availability."""
+        self._check_closed()
+        return self._add_writer(_fileobj_to_fd(fd), callback, *args)
+
+    def remove_writer(self, fd):
+        """Stop monitoring the file descriptor for write availability."""
+        return self._remove_writer(_fileobj_to_fd(fd))
+
+    # Signal handling.
+
+    def add_signal_handler(self, sig, callback, *args):
+        """Add a handler for a signal.  UNIX only.
+
+        Raise ValueError if the signal number is invalid or uncatchable.
+        Raise RuntimeError if there is a problem setting up the handler.
+        """
+        if coroutines.iscoroutine(callback) or _iscoroutinefunction(callback):
+            raise TypeError("coroutines cannot be used with add_signal_handler()")
+        self._check_signal(sig)
+        self._check_closed()
+        try:
+            # set_wakeup_fd() raises ValueError if this is not the main
+            # thread: a loop in another thread cannot add a handler.
+            signal.set_wakeup_fd(self._signal_fd(), warn_on_full_buffer=False)
+        except (ValueError, OSError) as exc:
+            raise RuntimeError(str(exc))
+
+        handle = self._handle(callback, *args)
+        self._signal_handlers[sig] = handle
+        try:
+            # The no-op handler makes CPython write the signal number to the
+            # wake-up fd; the Go core reads it and _process_self_data
+            # schedules the handle.
+            signal.signal(sig, unix_events._sighandler_noop)
+            signal.siginterrupt(sig, False)
+        except OSError as exc:
+            del self._signal_handlers[sig]
+            if not self._signal_handlers:
+                try:
+                    signal.set_wakeup_fd(-1)
+                except (ValueError, OSError) as nexc:
+                    _logger.info("set_wakeup_fd(-1) failed: %s", nexc)
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig:d} cannot be caught")
+            raise
+
+    remove_signal_handler = _Unix.remove_signal_handler
+    _check_signal = _Unix._check_signal
+    _handle_signal = _Unix._handle_signal
+    _process_self_data = _Unix._process_self_data
+
+    def _add_callback_signalsafe(self, handle):
+        self._add_callback(handle)
+        self._write_to_self()
+
+    def _remove_signal_handlers(self):
+        if not self._signal_handlers:
+            return
+        if not sys.is_finalizing():
+            for sig in list(self._signal_handlers):
+                self.remove_signal_handler(sig)
+        else:
+            warnings.warn(
+                f"Closing the loop {self!r} on interpreter shutdown stage, "
+                f"skipping signal handlers removal",
+                ResourceWarning,
+                source=self,
+            )
+            self._signal_handlers.clear()
+
+    def _install_wakeup_fd(self):
+        # A signal may be delivered to one of the Go runtime's threads, so
+        # epoll_wait on this one is not interrupted: CPython's wake-up fd
+        # (the Go core's signal pipe) is what makes Ctrl-C stop the loop at
+        # once. Only the main thread may set it.
+        if self._signal_handlers or threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            self._saved_wakeup_fd = signal.set_wakeup_fd(
+                self._signal_fd(), warn_on_full_buffer=False
+            )
+        except (ValueError, OSError):
+            self._saved_wakeup_fd = None
+
+    def _restore_wakeup_fd(self):
+        saved, self._saved_wakeup_fd = self._saved_wakeup_fd, None
+        if saved is None or self._signal_handlers:
+            return
+        try:
+            signal.set_wakeup_fd(saved)
+        except (ValueError, OSError):
+            pass
+
+    # Error handlers.
+
+    get_exception_handler = _Base.get_exception_handler
+    set_exception_handler = _Base.set_exception_handler
+    default_exception_handler = _Base.default_exception_handler
+    call_exception_handler = _Base.call_exception_handler
+
+    # Debug flag management.
+
+    set_debug = _Base.set_debug
+    _set_coroutine_origin_tracking = _Base._set_coroutine_origin_tracking
+
+
+def _fileobj_to_fd(fileobj):
+    # selectors' rules and messages, as asyncio's selector loop applies them.
+    from selectors import _fileobj_to_fd
+
+    return _fileobj_to_fd(fileobj)
+
+
+# The Python halves of native cold paths.
+
+
+def _format_callback(handle):
+    if _FORMAT_HAS_DEBUG:
+        return format_helpers._format_callback_source(
+            handle._callback, handle._args, debug=handle._loop.get_debug()
+        )
+    return format_helpers._format_callback_source(handle._callback, handle._args)
+
+
+def _handle_repr(handle):
+    # asyncio.events.Handle._repr_info and TimerHandle._repr_info
+    info = [type(handle).__name__]
+    if handle._cancelled:
+        info.append("cancelled")
+    if handle._callback is not None:
+        info.append(_format_callback(handle))
+    if handle._source_traceback:
+        frame = handle._source_traceback[-1]
+        info.append(f"created at {frame[0]}:{frame[1]}")
+    if isinstance(handle, _goloop.TimerHandle):
+        info.insert(2 if handle._cancelled else 1, f"when={handle._when}")
+    return "<{}>".format(" ".join(info))
+
+
+def _callback_failed(handle, exc):
+    # The except branch of asyncio.events.Handle._run.
+    context = {
+        "message": f"Exception in callback {_format_callback(handle)}",
+        "exception": exc,
+        "handle": handle,
+    }
+    if handle._source_traceback:
+        context["source_traceback"] = handle._source_traceback
+    handle._loop.call_exception_handler(context)
+
+
+def _log_slow(handle, seconds):
+    _logger.warning("Executing %s took %.3f seconds", base_events._format_handle(handle), seconds)
+
+
+def _extract_stack():
+    # Frame 1 is the code that called call_soon & co. (the native method
+    # has no frame), which is where asyncio's trimmed traceback ends too.
+    return format_helpers.extract_stack(sys._getframe(1))
+
+
+_goloop._set_helpers(_handle_repr, _callback_failed, _log_slow, _extract_stack, futures.Future)

@@ -1,0 +1,35 @@
+/* Declarations shared by the Go files of the bridge and its C files.
+ *
+ * cgo forbids definitions in the preamble of a file with //export, so this
+ * header only declares: the opaque CPython types Go passes around, and the
+ * C helpers (handle.c, loop.c, module.c) that Go calls. Go never touches a
+ * Python object's fields; it holds PyObject pointers and hands them back.
+ *
+ * Ownership: a PyObject pointer given to Go through goloop_* entry points is
+ * a new reference that Go owns until it passes it to goloop_handle_run
+ * (which steals it) or goloop_decref. */
+#ifndef GOLOOP_BRIDGE_H
+#define GOLOOP_BRIDGE_H
+
+typedef struct _object PyObject;
+typedef struct _ts PyThreadState;
+typedef int (*goloop_visitproc)(PyObject *, void *);
+
+/* handle.c */
+int  goloop_handle_run(PyObject *handle);      /* steals; -1: an exception that stops the loop */
+int  goloop_handle_cancelled(PyObject *handle);
+
+/* loop.c */
+int  goloop_signalled(PyObject *loop, const char *data, long n); /* -1: stop the loop */
+
+/* module.c */
+void goloop_incref(PyObject *o);
+void goloop_decref(PyObject *o);
+int  goloop_visit(goloop_visitproc visit, PyObject *o, void *arg);
+PyThreadState *goloop_save_thread(void);
+void goloop_restore_thread(PyThreadState *ts);
+void goloop_set_runtime_error(const char *msg);
+void goloop_set_os_error(int err, const char *msg);
+void goloop_set_closed_error(void);
+
+#endif

@@ -1,0 +1,175 @@
+package main
+
+// The entry points C calls. Each one converts, calls the core, converts
+// back, and defers guard; none holds on to a Python object except as the
+// core's items (new references, see bridge.h).
+
+/*
+#include "bridge.h"
+*/
+import "C"
+
+import (
+	"unsafe"
+
+	"goloop/core"
+)
+
+//export GoloopNew
+func GoloopNew() (rc C.int) {
+	defer guard(&rc, nil)
+	l := &pyLoop{}
+	c, err := core.New[*C.PyObject](l)
+	if err != nil {
+		setError(err)
+		return -1
+	}
+	l.core = c
+	return C.int(register(l))
+}
+
+//export GoloopFree
+func GoloopFree(id C.int) (rc C.int) {
+	defer guard(&rc, nil)
+	err := loopOf(id).core.Close()
+	unregister(int(id))
+	if err != nil {
+		setError(err)
+		return -1
+	}
+	return 0
+}
+
+//export GoloopCallSoon
+func GoloopCallSoon(id C.int, h *C.PyObject) (rc C.int) {
+	defer guard(&rc, nil)
+	loopOf(id).core.CallSoon(h)
+	return 0
+}
+
+//export GoloopCallAt
+func GoloopCallAt(id C.int, when C.double, h *C.PyObject) (rc C.int) {
+	defer guard(&rc, nil)
+	loopOf(id).core.CallAt(float64(when), h)
+	return 0
+}
+
+//export GoloopTimerCancelled
+func GoloopTimerCancelled(id C.int) (rc C.int) {
+	defer guard(&rc, nil)
+	loopOf(id).core.TimerCancelled()
+	return 0
+}
+
+//export GoloopRun
+func GoloopRun(id C.int, self *C.PyObject) (rc C.int) {
+	l := loopOf(id)
+	defer guard(&rc, l)
+	l.self = self
+	defer func() { l.self = nil }()
+	if err := l.core.Run(); err != nil {
+		setError(err)
+		return -1
+	}
+	return 0
+}
+
+//export GoloopStop
+func GoloopStop(id C.int) (rc C.int) {
+	defer guard(&rc, nil)
+	loopOf(id).core.Stop()
+	return 0
+}
+
+//export GoloopWake
+func GoloopWake(id C.int) (rc C.int) {
+	defer guard(&rc, nil)
+	if err := loopOf(id).core.Wake(); err != nil {
+		setError(err)
+		return -1
+	}
+	return 0
+}
+
+//export GoloopSignalFD
+func GoloopSignalFD(id C.int) C.int { return C.int(loopOf(id).core.SignalFD()) }
+
+//export GoloopClose
+func GoloopClose(id C.int) (rc C.int) {
+	defer guard(&rc, nil)
+	if err := loopOf(id).core.Close(); err != nil {
+		setError(err)
+		return -1
+	}
+	return 0
+}
+
+//export GoloopClear
+func GoloopClear(id C.int) (rc C.int) {
+	defer guard(&rc, nil)
+	loopOf(id).core.Clear()
+	return 0
+}
+
+//export GoloopWatch
+func GoloopWatch(id C.int, fd C.int, write C.int, h *C.PyObject) (rc C.int) {
+	defer guard(&rc, nil)
+	l := loopOf(id).core
+	var err error
+	if write != 0 {
+		err = l.AddWriter(int(fd), h)
+	} else {
+		err = l.AddReader(int(fd), h)
+	}
+	if err != nil {
+		setError(err)
+		return -1
+	}
+	return 0
+}
+
+// GoloopUnwatch returns 1 if a watcher was removed, 0 if there was none.
+//
+//export GoloopUnwatch
+func GoloopUnwatch(id C.int, fd C.int, write C.int) (rc C.int) {
+	defer guard(&rc, nil)
+	l := loopOf(id).core
+	var had bool
+	var err error
+	if write != 0 {
+		had, err = l.RemoveWriter(int(fd))
+	} else {
+		had, err = l.RemoveReader(int(fd))
+	}
+	if err != nil {
+		setError(err)
+		return -1
+	}
+	if had {
+		return 1
+	}
+	return 0
+}
+
+// GoloopTraverse reports the references the loop holds to the cyclic GC.
+//
+//export GoloopTraverse
+func GoloopTraverse(id C.int, visit C.goloop_visitproc, arg unsafe.Pointer) (rc C.int) {
+	defer guard(&rc, nil)
+	loopOf(id).core.Each(func(h *C.PyObject) {
+		if rc == 0 {
+			rc = C.goloop_visit(visit, h, arg)
+		}
+	})
+	return rc
+}
+
+//export GoloopCounts
+func GoloopCounts(id C.int, ready, timers *C.long) {
+	l := loopOf(id).core
+	*ready = C.long(l.Ready())
+	*timers = C.long(l.Timers())
+}
+
+//export GoloopLive
+func GoloopLive() C.long { return C.long(registry.live) }

@@ -1,0 +1,66 @@
+/* The C side of the bridge: object layouts and the state shared by the C
+ * files. Only pybridge/ includes Python.h. */
+#ifndef GOLOOP_H
+#define GOLOOP_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include "bridge.h"
+
+typedef struct {
+    PyObject_HEAD
+    int id;                    /* slot in the Go registry; -1 once freed */
+    char closed;
+    char debug;
+    PyObject *current_handle;  /* the running handle, in debug mode only */
+} LoopObject;
+
+/* Handle and TimerHandle share one layout; TimerHandle only uses `when` and
+ * `scheduled`. Arguments are stored inline when there is at most one (the
+ * common case: Task steps take none, future callbacks one), so call_soon
+ * allocates no tuple. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *callback;          /* NULL once cancelled */
+    PyObject *arg0;              /* the only argument when nargs == 1 */
+    PyObject *args;              /* tuple when nargs > 1 */
+    Py_ssize_t nargs;
+    PyObject *context;
+    LoopObject *loop;
+    PyObject *source_traceback;  /* list, debug mode only */
+    PyObject *repr;              /* kept on cancel in debug mode, as asyncio does */
+    PyObject *weakreflist;
+    char cancelled;
+    char scheduled;              /* a timer still in the heap */
+    double when;
+} HandleObject;
+
+extern PyTypeObject Goloop_HandleType;
+extern PyTypeObject Goloop_TimerHandleType;
+extern PyTypeObject Goloop_LoopType;
+
+/* Set in a child of a bare os.fork(): the Go runtime did not survive it. */
+extern int goloop_forked;
+int goloop_check_forked(void);
+
+/* Python helpers registered by goloop/_loop.py through _set_helpers(): the
+ * cold paths (formatting, logging, exception contexts) stay in Python. */
+typedef struct {
+    PyObject *handle_repr;       /* (handle) -> str */
+    PyObject *callback_failed;   /* (handle, exc) -> None */
+    PyObject *log_slow;          /* (handle, seconds) -> None */
+    PyObject *extract_stack;     /* () -> list */
+    PyObject *future_type;       /* asyncio.Future */
+} Helpers;
+extern Helpers goloop_helpers;
+
+extern PyObject *goloop_str_loop;           /* "loop" */
+extern PyObject *goloop_kwnames_loop;       /* ("loop",) */
+
+HandleObject *goloop_handle_new(PyTypeObject *type, LoopObject *loop,
+                                PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *context);
+double goloop_monotonic(void);
+PyObject *goloop_fetch_exception(void);   /* the raised exception, normalized; clears it */
+
+#endif

@@ -1,0 +1,384 @@
+/* Handle and TimerHandle: what call_soon, call_later and call_at return,
+ * and what the Go ready queue and timer heap hold. Semantics follow
+ * asyncio.events.Handle / TimerHandle. */
+#include "goloop.h"
+#include "_cgo_export.h"
+
+HandleObject *
+goloop_handle_new(PyTypeObject *type, LoopObject *loop,
+                  PyObject *const *args, Py_ssize_t nargs, PyObject *context)
+{
+    HandleObject *h = PyObject_GC_New(HandleObject, type);
+    if (h == NULL)
+        return NULL;
+    h->callback = Py_NewRef(args[0]);
+    h->nargs = nargs - 1;
+    h->arg0 = NULL;
+    h->args = NULL;
+    if (h->nargs == 1)
+        h->arg0 = Py_NewRef(args[1]);
+    else if (h->nargs > 1 && (h->args = PyTuple_New(h->nargs)) != NULL)
+        for (Py_ssize_t i = 0; i < h->nargs; i++)
+            PyTuple_SET_ITEM(h->args, i, Py_NewRef(args[i + 1]));
+    /* asyncio copies the current context when none is given */
+    h->context = context != NULL && context != Py_None ? Py_NewRef(context)
+                                                       : PyContext_CopyCurrent();
+    h->loop = (LoopObject *)Py_NewRef(loop);
+    h->source_traceback = NULL;
+    h->repr = NULL;
+    h->weakreflist = NULL;
+    h->cancelled = 0;
+    h->scheduled = 0;
+    h->when = 0;
+    if ((h->nargs > 1 && h->args == NULL) || h->context == NULL) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    if (loop->debug) {
+        h->source_traceback = PyObject_CallNoArgs(goloop_helpers.extract_stack);
+        if (h->source_traceback == NULL) {
+            Py_DECREF(h);
+            return NULL;
+        }
+    }
+    PyObject_GC_Track(h);
+    return h;
+}
+
+static PyObject *
+handle_args_tuple(HandleObject *h)
+{
+    if (h->args != NULL)
+        return Py_NewRef(h->args);
+    if (h->arg0 != NULL)
+        return PyTuple_Pack(1, h->arg0);
+    if (h->callback == NULL)
+        Py_RETURN_NONE;   /* asyncio sets _args to None on cancel */
+    return PyTuple_New(0);
+}
+
+static PyObject *
+handle_call(HandleObject *h)
+{
+    if (h->args != NULL)
+        return PyObject_Call(h->callback, h->args, NULL);
+    if (h->arg0 != NULL)
+        return PyObject_CallOneArg(h->callback, h->arg0);
+    return PyObject_CallNoArgs(h->callback);
+}
+
+/* Run the callback in its context. On an ordinary exception the handle goes
+ * to the loop's exception handler (asyncio's Handle._run); SystemExit and
+ * KeyboardInterrupt stay raised: returns -1 and the loop stops. */
+static int
+handle_run(HandleObject *h)
+{
+    if (h->cancelled)
+        return 0;
+    if (PyContext_Enter(h->context) < 0)
+        goto failed;
+    PyObject *res = handle_call(h);
+    if (PyContext_Exit(h->context) < 0) {
+        Py_XDECREF(res);
+        goto failed;
+    }
+    if (res == NULL)
+        goto failed;
+    Py_DECREF(res);
+    return 0;
+
+failed:
+    if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
+        PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+        return -1;
+    PyObject *exc = goloop_fetch_exception();
+    PyObject *r = PyObject_CallFunctionObjArgs(goloop_helpers.callback_failed,
+                                               (PyObject *)h, exc, NULL);
+    Py_DECREF(exc);
+    if (r == NULL) {
+        /* call_exception_handler lets only these two escape */
+        if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
+            PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+            return -1;
+        PyErr_WriteUnraisable((PyObject *)h);
+        return 0;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Debug mode: record the current handle and warn about slow callbacks, as
+ * _run_once does when loop._debug is set. */
+static int
+handle_run_debug(HandleObject *h)
+{
+    LoopObject *loop = h->loop;
+    Py_XSETREF(loop->current_handle, Py_NewRef((PyObject *)h));
+    double t0 = goloop_monotonic();
+    int rc = handle_run(h);
+    double dt = goloop_monotonic() - t0;
+    Py_CLEAR(loop->current_handle);
+    if (rc < 0)
+        return rc;
+    PyObject *limit = PyObject_GetAttrString((PyObject *)loop, "slow_callback_duration");
+    if (limit == NULL)
+        return -1;
+    double slow = PyFloat_AsDouble(limit);
+    Py_DECREF(limit);
+    if (slow == -1 && PyErr_Occurred())
+        return -1;
+    if (dt >= slow) {
+        PyObject *r = PyObject_CallFunction(goloop_helpers.log_slow, "Od", (PyObject *)h, dt);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+int
+goloop_handle_run(PyObject *obj)
+{
+    HandleObject *h = (HandleObject *)obj;
+    h->scheduled = 0;
+    int rc = h->loop->debug ? handle_run_debug(h) : handle_run(h);
+    Py_DECREF(h);
+    return rc;
+}
+
+int
+goloop_handle_cancelled(PyObject *obj)
+{
+    return ((HandleObject *)obj)->cancelled;
+}
+
+static int
+handle_traverse(HandleObject *h, visitproc visit, void *arg)
+{
+    Py_VISIT(h->callback);
+    Py_VISIT(h->arg0);
+    Py_VISIT(h->args);
+    Py_VISIT(h->context);
+    Py_VISIT(h->loop);
+    Py_VISIT(h->source_traceback);
+    return 0;
+}
+
+static int
+handle_clear(HandleObject *h)
+{
+    Py_CLEAR(h->callback);
+    Py_CLEAR(h->arg0);
+    Py_CLEAR(h->args);
+    Py_CLEAR(h->context);
+    Py_CLEAR(h->loop);
+    Py_CLEAR(h->source_traceback);
+    Py_CLEAR(h->repr);
+    return 0;
+}
+
+static void
+handle_dealloc(HandleObject *h)
+{
+    PyObject_GC_UnTrack(h);
+    if (h->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)h);
+    handle_clear(h);
+    PyObject_GC_Del(h);
+}
+
+static PyObject *
+handle_cancel(HandleObject *h, PyObject *Py_UNUSED(ignored))
+{
+    if (h->cancelled)
+        Py_RETURN_NONE;
+    LoopObject *loop = h->loop;
+    /* TimerHandle.cancel: tell the loop so it can compact its heap */
+    if (h->scheduled && loop != NULL && loop->id >= 0 && !goloop_forked)
+        GoloopTimerCancelled(loop->id);
+    h->cancelled = 1;
+    if (loop != NULL && loop->debug) {
+        /* asyncio keeps the repr so "Executing <Handle ...> took" still
+         * names the callback after it is dropped */
+        PyObject *r = PyObject_Repr((PyObject *)h);
+        if (r == NULL)
+            return NULL;
+        Py_XSETREF(h->repr, r);
+    }
+    Py_CLEAR(h->callback);
+    Py_CLEAR(h->arg0);
+    Py_CLEAR(h->args);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+handle_cancelled(HandleObject *h, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(h->cancelled);
+}
+
+static PyObject *
+handle_get_context(HandleObject *h, PyObject *Py_UNUSED(ignored))
+{
+    return Py_NewRef(h->context);
+}
+
+/* Handle._run(), for code that runs a handle by hand. */
+static PyObject *
+handle_py_run(HandleObject *h, PyObject *Py_UNUSED(ignored))
+{
+    if (handle_run(h) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+handle_repr(HandleObject *h)
+{
+    if (h->repr != NULL)
+        return Py_NewRef(h->repr);
+    return PyObject_CallOneArg(goloop_helpers.handle_repr, (PyObject *)h);
+}
+
+static PyObject *
+handle_get_callback(HandleObject *h, void *c) { return Py_NewRef(h->callback ? h->callback : Py_None); }
+static PyObject *
+handle_get_args(HandleObject *h, void *c) { return handle_args_tuple(h); }
+static PyObject *
+handle_get_cancelled(HandleObject *h, void *c) { return PyBool_FromLong(h->cancelled); }
+static PyObject *
+handle_get_scheduled(HandleObject *h, void *c) { return PyBool_FromLong(h->scheduled); }
+static PyObject *
+handle_get_loop(HandleObject *h, void *c) { return Py_NewRef(h->loop ? (PyObject *)h->loop : Py_None); }
+static PyObject *
+handle_get_context_attr(HandleObject *h, void *c) { return Py_NewRef(h->context ? h->context : Py_None); }
+static PyObject *
+handle_get_repr(HandleObject *h, void *c) { return Py_NewRef(h->repr ? h->repr : Py_None); }
+static PyObject *
+handle_get_when(HandleObject *h, void *c) { return PyFloat_FromDouble(h->when); }
+
+static PyObject *
+handle_get_tb(HandleObject *h, void *c)
+{
+    return Py_NewRef(h->source_traceback ? h->source_traceback : Py_None);
+}
+
+/* asyncio's call_later trims its own frame with del h._source_traceback[-1];
+ * allow the same assignment and deletion here. */
+static int
+handle_set_tb(HandleObject *h, PyObject *v, void *c)
+{
+    Py_XSETREF(h->source_traceback, v == Py_None ? NULL : Py_XNewRef(v));
+    return 0;
+}
+
+static PyMethodDef handle_methods[] = {
+    {"cancel", (PyCFunction)handle_cancel, METH_NOARGS, NULL},
+    {"cancelled", (PyCFunction)handle_cancelled, METH_NOARGS, NULL},
+    {"get_context", (PyCFunction)handle_get_context, METH_NOARGS, NULL},
+    {"_run", (PyCFunction)handle_py_run, METH_NOARGS, NULL},
+    {NULL}
+};
+
+static PyGetSetDef handle_getset[] = {
+    {"_callback", (getter)handle_get_callback, NULL, NULL, NULL},
+    {"_args", (getter)handle_get_args, NULL, NULL, NULL},
+    {"_cancelled", (getter)handle_get_cancelled, NULL, NULL, NULL},
+    {"_loop", (getter)handle_get_loop, NULL, NULL, NULL},
+    {"_context", (getter)handle_get_context_attr, NULL, NULL, NULL},
+    {"_repr", (getter)handle_get_repr, NULL, NULL, NULL},
+    {"_source_traceback", (getter)handle_get_tb, (setter)handle_set_tb, NULL, NULL},
+    {NULL}
+};
+
+PyTypeObject Goloop_HandleType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "goloop.Handle",
+    .tp_doc = "Object returned by callback registration methods.",
+    .tp_basicsize = sizeof(HandleObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .tp_dealloc = (destructor)handle_dealloc,
+    .tp_traverse = (traverseproc)handle_traverse,
+    .tp_clear = (inquiry)handle_clear,
+    .tp_repr = (reprfunc)handle_repr,
+    .tp_weaklistoffset = offsetof(HandleObject, weakreflist),
+    .tp_methods = handle_methods,
+    .tp_getset = handle_getset,
+};
+
+static PyObject *
+timer_when(HandleObject *h, PyObject *Py_UNUSED(ignored))
+{
+    return PyFloat_FromDouble(h->when);
+}
+
+static Py_hash_t
+timer_hash(HandleObject *h)
+{
+    /* hash(self._when), as asyncio */
+    PyObject *f = PyFloat_FromDouble(h->when);
+    if (f == NULL)
+        return -1;
+    Py_hash_t r = PyObject_Hash(f);
+    Py_DECREF(f);
+    return r;
+}
+
+/* TimerHandle orders by deadline; equality also compares the callback, as
+ * asyncio.TimerHandle.__eq__ does. */
+static PyObject *
+timer_richcompare(HandleObject *a, PyObject *other, int op)
+{
+    if (!PyObject_TypeCheck(other, &Goloop_TimerHandleType))
+        Py_RETURN_NOTIMPLEMENTED;
+    HandleObject *b = (HandleObject *)other;
+    if (op == Py_EQ || op == Py_NE) {
+        int eq = a->when == b->when && a->cancelled == b->cancelled;
+        if (eq && a != b) {
+            PyObject *l = handle_args_tuple(a), *r = handle_args_tuple(b);
+            if (l == NULL || r == NULL) {
+                Py_XDECREF(l);
+                Py_XDECREF(r);
+                return NULL;
+            }
+            PyObject *ca = a->callback ? a->callback : Py_None;
+            PyObject *cb = b->callback ? b->callback : Py_None;
+            int e1 = PyObject_RichCompareBool(ca, cb, Py_EQ);
+            int e2 = e1 > 0 ? PyObject_RichCompareBool(l, r, Py_EQ) : e1;
+            Py_DECREF(l);
+            Py_DECREF(r);
+            if (e2 < 0)
+                return NULL;
+            eq = e2;
+        }
+        return PyBool_FromLong(op == Py_EQ ? eq : !eq);
+    }
+    Py_RETURN_RICHCOMPARE(a->when, b->when, op);
+}
+
+static PyMethodDef timer_methods[] = {
+    {"when", (PyCFunction)timer_when, METH_NOARGS, NULL},
+    {NULL}
+};
+
+static PyGetSetDef timer_getset[] = {
+    {"_when", (getter)handle_get_when, NULL, NULL, NULL},
+    {"_scheduled", (getter)handle_get_scheduled, NULL, NULL, NULL},
+    {NULL}
+};
+
+PyTypeObject Goloop_TimerHandleType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "goloop.TimerHandle",
+    .tp_doc = "Object returned by timed callback registration methods.",
+    .tp_basicsize = sizeof(HandleObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_base = &Goloop_HandleType,
+    .tp_dealloc = (destructor)handle_dealloc,
+    .tp_traverse = (traverseproc)handle_traverse,
+    .tp_clear = (inquiry)handle_clear,
+    .tp_hash = (hashfunc)timer_hash,
+    .tp_richcompare = (richcmpfunc)timer_richcompare,
+    .tp_methods = timer_methods,
+    .tp_getset = timer_getset,
+};

@@ -1,0 +1,530 @@
+/* LoopBase: the native half of goloop.Loop. It owns a Go core loop (by its
+ * registry id) and implements the scheduling methods of
+ * asyncio.AbstractEventLoop; goloop/_loop.py adds the orchestration that
+ * asyncio itself writes in Python (run_forever, tasks, executors, ...). */
+#include <time.h>
+#include "goloop.h"
+#include "structmember.h"
+#include "_cgo_export.h"
+
+double
+goloop_monotonic(void)
+{
+    /* The clock and the conversion of time.monotonic() and of the Go core's
+     * Now(), so deadlines compare equal across the three. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec) / 1e9;
+}
+
+/* Public methods validate here; the Go core does the work (STYLE.md 5). */
+static int
+loop_check(LoopObject *self, PyObject *callback, const char *method, int check_thread)
+{
+    if (goloop_check_forked() < 0)
+        return -1;
+    if (self->closed) {
+        goloop_set_closed_error();
+        return -1;
+    }
+    if (self->debug) {
+        /* asyncio validates callbacks and the calling thread only in debug
+         * mode; reuse its Python checks for the exact messages. */
+        PyObject *r;
+        if (check_thread) {
+            r = PyObject_CallMethod((PyObject *)self, "_check_thread", NULL);
+            if (r == NULL)
+                return -1;
+            Py_DECREF(r);
+        }
+        r = PyObject_CallMethod((PyObject *)self, "_check_callback", "Os", callback, method);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+/* Splits (fixed..., callback, *args, context=None) as asyncio's signatures
+ * have it; names lists the positional parameters before *args. */
+static int
+parse_callback(const char *method, PyObject *const *args, Py_ssize_t nargs,
+               PyObject *kwnames, const char *const *names, Py_ssize_t nnames,
+               PyObject **context)
+{
+    *context = NULL;
+    if (kwnames != NULL) {
+        Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t i = 0; i < nk; i++) {
+            PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+            if (PyUnicode_CompareWithASCIIString(key, "context") != 0) {
+                PyErr_Format(PyExc_TypeError,
+                             "%s() got an unexpected keyword argument '%U'", method, key);
+                return -1;
+            }
+            *context = args[nargs + i];
+        }
+    }
+    if (nargs < nnames) {
+        /* Python's own wording for missing positional arguments */
+        if (nnames - nargs == 1)
+            PyErr_Format(PyExc_TypeError,
+                         "%s() missing 1 required positional argument: '%s'",
+                         method, names[nnames - 1]);
+        else
+            PyErr_Format(PyExc_TypeError,
+                         "%s() missing 2 required positional arguments: '%s' and '%s'",
+                         method, names[0], names[1]);
+        return -1;
+    }
+    return 0;
+}
+
+static const char *const soon_names[] = {"callback"};
+static const char *const at_names[] = {"when", "callback"};
+static const char *const later_names[] = {"delay", "callback"};
+
+static PyObject *
+loop_call_soon(LoopObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *context;
+    if (parse_callback("call_soon", args, nargs, kwnames, soon_names, 1, &context) < 0)
+        return NULL;
+    if (loop_check(self, args[0], "call_soon", 1) < 0)
+        return NULL;
+    HandleObject *h = goloop_handle_new(&Goloop_HandleType, self, args, nargs, context);
+    if (h == NULL)
+        return NULL;
+    if (GoloopCallSoon(self->id, (PyObject *)Py_NewRef(h)) < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    return (PyObject *)h;
+}
+
+static PyObject *
+loop_call_soon_threadsafe(LoopObject *self, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames)
+{
+    PyObject *context;
+    if (parse_callback("call_soon_threadsafe", args, nargs, kwnames, soon_names, 1, &context) < 0)
+        return NULL;
+    if (loop_check(self, args[0], "call_soon_threadsafe", 0) < 0)
+        return NULL;
+    HandleObject *h = goloop_handle_new(&Goloop_HandleType, self, args, nargs, context);
+    if (h == NULL)
+        return NULL;
+    /* The caller holds the GIL, which the loop thread holds whenever it
+     * touches its queue (it lets go only inside epoll_wait), so the push
+     * needs no lock of its own; the wake-up interrupts that epoll_wait. */
+    if (GoloopCallSoon(self->id, (PyObject *)Py_NewRef(h)) < 0 || GoloopWake(self->id) < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    return (PyObject *)h;
+}
+
+static PyObject *
+schedule_timer(LoopObject *self, double when, PyObject *const *args, Py_ssize_t nargs,
+               PyObject *context)
+{
+    if (loop_check(self, args[0], "call_at", 1) < 0)
+        return NULL;
+    HandleObject *h = goloop_handle_new(&Goloop_TimerHandleType, self, args, nargs, context);
+    if (h == NULL)
+        return NULL;
+    h->when = when;
+    h->scheduled = 1;
+    if (GoloopCallAt(self->id, when, (PyObject *)Py_NewRef(h)) < 0) {
+        h->scheduled = 0;
+        Py_DECREF(h);
+        return NULL;
+    }
+    return (PyObject *)h;
+}
+
+static PyObject *
+loop_call_at(LoopObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *context;
+    if (parse_callback("call_at", args, nargs, kwnames, at_names, 2, &context) < 0)
+        return NULL;
+    if (args[0] == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "when cannot be None");
+        return NULL;
+    }
+    double when = PyFloat_AsDouble(args[0]);
+    if (when == -1 && PyErr_Occurred())
+        return NULL;
+    return schedule_timer(self, when, args + 1, nargs - 1, context);
+}
+
+static PyObject *
+loop_call_later(LoopObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *context;
+    if (parse_callback("call_later", args, nargs, kwnames, later_names, 2, &context) < 0)
+        return NULL;
+    PyObject *delay = args[0];
+    if (delay == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "delay must not be None");
+        return NULL;
+    }
+    double when;
+    if (PyFloat_CheckExact(delay) || PyLong_CheckExact(delay)) {
+        double d = PyFloat_AsDouble(delay);
+        if (d == -1 && PyErr_Occurred())
+            return NULL;
+        when = goloop_monotonic() + d;
+    }
+    else {
+        /* self.time() + delay, for asyncio's TypeError on a bad delay */
+        PyObject *now = PyFloat_FromDouble(goloop_monotonic());
+        if (now == NULL)
+            return NULL;
+        PyObject *sum = PyNumber_Add(now, delay);
+        Py_DECREF(now);
+        if (sum == NULL)
+            return NULL;
+        when = PyFloat_AsDouble(sum);
+        Py_DECREF(sum);
+        if (when == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    return schedule_timer(self, when, args + 1, nargs - 1, context);
+}
+
+static PyObject *
+loop_time(LoopObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyFloat_FromDouble(goloop_monotonic());
+}
+
+static PyObject *
+loop_get_debug(LoopObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->debug);
+}
+
+static PyObject *
+loop_is_closed(LoopObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *
+loop_stop(LoopObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (goloop_check_forked() < 0 || GoloopStop(self->id) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_create_future(LoopObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *args[1] = {(PyObject *)self};
+    return PyObject_Vectorcall(goloop_helpers.future_type, args, 0, goloop_kwnames_loop);
+}
+
+static PyObject *
+loop_run(LoopObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (goloop_check_forked() < 0 || GoloopRun(self->id, (PyObject *)self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_close_core(LoopObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (goloop_check_forked() < 0 || GoloopClose(self->id) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_write_to_self(LoopObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (goloop_check_forked() < 0 || GoloopWake(self->id) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_signal_fd(LoopObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (goloop_check_forked() < 0)
+        return NULL;
+    return PyLong_FromLong(GoloopSignalFD(self->id));
+}
+
+/* An fd number already checked by the Python face; -1 with an exception. */
+static int
+goloop_as_fd(PyObject *o)
+{
+    long fd = PyLong_AsLong(o);
+    if (fd == -1 && PyErr_Occurred())
+        return -1;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %ld", fd);
+        return -1;
+    }
+    return (int)fd;
+}
+
+static PyObject *
+add_watcher(LoopObject *self, PyObject *const *args, Py_ssize_t nargs, int write)
+{
+    if (nargs < 2) {
+        PyErr_SetString(PyExc_TypeError, "expected (fd, callback, *args)");
+        return NULL;
+    }
+    int fd = goloop_as_fd(args[0]);
+    if (fd < 0)
+        return NULL;
+    if (goloop_check_forked() < 0)
+        return NULL;
+    if (self->closed) {
+        goloop_set_closed_error();
+        return NULL;
+    }
+    HandleObject *h = goloop_handle_new(&Goloop_HandleType, self, args + 1, nargs - 1, NULL);
+    if (h == NULL)
+        return NULL;
+    if (GoloopWatch(self->id, fd, write, (PyObject *)Py_NewRef(h)) < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    return (PyObject *)h;
+}
+
+static PyObject *
+loop_add_reader(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return add_watcher(self, args, nargs, 0);
+}
+
+static PyObject *
+loop_add_writer(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return add_watcher(self, args, nargs, 1);
+}
+
+static PyObject *
+remove_watcher(LoopObject *self, PyObject *arg, int write)
+{
+    int fd = goloop_as_fd(arg);
+    if (fd < 0)
+        return NULL;
+    if (goloop_check_forked() < 0)
+        return NULL;
+    if (self->closed)
+        Py_RETURN_FALSE;
+    int r = GoloopUnwatch(self->id, fd, write);
+    if (r < 0)
+        return NULL;
+    return PyBool_FromLong(r);
+}
+
+static PyObject *
+loop_remove_reader(LoopObject *self, PyObject *arg) { return remove_watcher(self, arg, 0); }
+
+static PyObject *
+loop_remove_writer(LoopObject *self, PyObject *arg) { return remove_watcher(self, arg, 1); }
+
+/* _handle(callback, *args): a Handle not yet scheduled, as asyncio's
+ * add_signal_handler makes with events.Handle(callback, args, self, None). */
+static PyObject *
+loop_handle(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "_handle() missing callback");
+        return NULL;
+    }
+    return (PyObject *)goloop_handle_new(&Goloop_HandleType, self, args, nargs, NULL);
+}
+
+/* _add_callback(handle): queue an existing handle unless it is cancelled. */
+static PyObject *
+loop_add_callback(LoopObject *self, PyObject *h)
+{
+    if (!PyObject_TypeCheck(h, &Goloop_HandleType)) {
+        PyErr_SetString(PyExc_TypeError, "a goloop Handle is required");
+        return NULL;
+    }
+    if (goloop_check_forked() < 0)
+        return NULL;
+    if (((HandleObject *)h)->cancelled)
+        Py_RETURN_NONE;
+    if (GoloopCallSoon(self->id, Py_NewRef(h)) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* (ready callbacks, timers in the heap): for tests that check nothing leaks. */
+static PyObject *
+loop_debug_counts(LoopObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (goloop_check_forked() < 0)
+        return NULL;
+    long ready = 0, timers = 0;
+    GoloopCounts(self->id, &ready, &timers);
+    return Py_BuildValue("ll", ready, timers);
+}
+
+int
+goloop_signalled(PyObject *loop, const char *data, long n)
+{
+    /* Run the Python-level handlers now (SIGINT's raises KeyboardInterrupt,
+     * asyncio.Runner's cancels the main task); any exception stops the loop
+     * as it would escape select() in asyncio. */
+    if (PyErr_CheckSignals() < 0)
+        return -1;
+    PyObject *bytes = PyBytes_FromStringAndSize(data, n);
+    if (bytes == NULL)
+        return -1;
+    PyObject *r = PyObject_CallMethod(loop, "_process_self_data", "O", bytes);
+    Py_DECREF(bytes);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static PyObject *
+loop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (goloop_check_forked() < 0)
+        return NULL;
+    LoopObject *self = (LoopObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->closed = 0;
+    self->debug = 0;
+    self->current_handle = NULL;
+    self->id = GoloopNew();
+    if (self->id < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int
+loop_traverse(LoopObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->current_handle);
+    /* The handles queued in Go are references this loop owns. */
+    if (self->id >= 0 && !goloop_forked) {
+        int r = GoloopTraverse(self->id, (goloop_visitproc)visit, arg);
+        if (r)
+            return r;
+    }
+    return 0;
+}
+
+static int
+loop_clear(LoopObject *self)
+{
+    Py_CLEAR(self->current_handle);
+    if (self->id >= 0 && !goloop_forked)
+        GoloopClear(self->id);
+    return 0;
+}
+
+/* goloop.Loop's __del__ (the ResourceWarning) has run by now: the Python
+ * subclass's dealloc calls it before this one. */
+static void
+loop_dealloc(LoopObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    loop_clear(self);
+    if (self->id >= 0 && !goloop_forked)   /* after fork Go is gone: leak it */
+        GoloopFree(self->id);
+    self->id = -1;
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+loop_get_closed(LoopObject *self, void *c) { return PyBool_FromLong(self->closed); }
+
+static int
+loop_set_closed(LoopObject *self, PyObject *v, void *c)
+{
+    int b = v == NULL ? 0 : PyObject_IsTrue(v);
+    if (b < 0)
+        return -1;
+    self->closed = (char)b;
+    return 0;
+}
+
+static PyObject *
+loop_get_debug_attr(LoopObject *self, void *c) { return PyBool_FromLong(self->debug); }
+
+static int
+loop_set_debug_attr(LoopObject *self, PyObject *v, void *c)
+{
+    int b = v == NULL ? 0 : PyObject_IsTrue(v);
+    if (b < 0)
+        return -1;
+    self->debug = (char)b;
+    return 0;
+}
+
+static PyMethodDef loop_methods[] = {
+    {"call_soon", (PyCFunction)(void (*)(void))loop_call_soon, METH_FASTCALL | METH_KEYWORDS,
+     "Arrange for a callback to be called as soon as possible."},
+    {"call_soon_threadsafe", (PyCFunction)(void (*)(void))loop_call_soon_threadsafe,
+     METH_FASTCALL | METH_KEYWORDS, "Like call_soon(), but thread-safe."},
+    {"call_later", (PyCFunction)(void (*)(void))loop_call_later, METH_FASTCALL | METH_KEYWORDS,
+     "Arrange for a callback to be called at a given time."},
+    {"call_at", (PyCFunction)(void (*)(void))loop_call_at, METH_FASTCALL | METH_KEYWORDS,
+     "Like call_later(), but uses an absolute time."},
+    {"time", (PyCFunction)loop_time, METH_NOARGS,
+     "Return the time according to the event loop's clock."},
+    {"get_debug", (PyCFunction)loop_get_debug, METH_NOARGS, NULL},
+    {"is_closed", (PyCFunction)loop_is_closed, METH_NOARGS,
+     "Returns True if the event loop was closed."},
+    {"stop", (PyCFunction)loop_stop, METH_NOARGS, "Stop running the event loop."},
+    {"create_future", (PyCFunction)loop_create_future, METH_NOARGS,
+     "Create a Future object attached to the loop."},
+    {"_run", (PyCFunction)loop_run, METH_NOARGS, NULL},
+    {"_close", (PyCFunction)loop_close_core, METH_NOARGS, NULL},
+    {"_write_to_self", (PyCFunction)loop_write_to_self, METH_NOARGS, NULL},
+    {"_signal_fd", (PyCFunction)loop_signal_fd, METH_NOARGS, NULL},
+    {"_add_reader", (PyCFunction)(void (*)(void))loop_add_reader, METH_FASTCALL, NULL},
+    {"_add_writer", (PyCFunction)(void (*)(void))loop_add_writer, METH_FASTCALL, NULL},
+    {"_remove_reader", (PyCFunction)loop_remove_reader, METH_O, NULL},
+    {"_remove_writer", (PyCFunction)loop_remove_writer, METH_O, NULL},
+    {"_handle", (PyCFunction)(void (*)(void))loop_handle, METH_FASTCALL, NULL},
+    {"_add_callback", (PyCFunction)loop_add_callback, METH_O, NULL},
+    {"_debug_counts", (PyCFunction)loop_debug_counts, METH_NOARGS, NULL},
+    {NULL}
+};
+
+static PyGetSetDef loop_getset[] = {
+    {"_closed", (getter)loop_get_closed, (setter)loop_set_closed, NULL, NULL},
+    {"_debug", (getter)loop_get_debug_attr, (setter)loop_set_debug_attr, NULL, NULL},
+    {NULL}
+};
+
+static PyMemberDef loop_members[] = {
+    {"_current_handle", T_OBJECT, offsetof(LoopObject, current_handle), 0, NULL},
+    {NULL}
+};
+
+PyTypeObject Goloop_LoopType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "goloop._goloop.LoopBase",
+    .tp_doc = "The native base of goloop.Loop: scheduling on the Go core.",
+    .tp_basicsize = sizeof(LoopObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = loop_new,
+    .tp_dealloc = (destructor)loop_dealloc,
+    .tp_traverse = (traverseproc)loop_traverse,
+    .tp_clear = (inquiry)loop_clear,
+    .tp_methods = loop_methods,
+    .tp_getset = loop_getset,
+    .tp_members = loop_members,
+};

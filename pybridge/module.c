@@ -1,0 +1,168 @@
+/* The _goloop extension module: its init, the fork guard, and the small
+ * helpers the Go side calls (reference counts, the GIL, errors). */
+#include "goloop.h"
+#include "_cgo_export.h"
+
+int goloop_forked = 0;
+Helpers goloop_helpers;
+PyObject *goloop_str_loop;
+PyObject *goloop_kwnames_loop;
+
+void goloop_incref(PyObject *o) { Py_INCREF(o); }
+void goloop_decref(PyObject *o) { Py_DECREF(o); }
+
+int
+goloop_visit(goloop_visitproc visit, PyObject *o, void *arg)
+{
+    return visit(o, arg);
+}
+
+PyThreadState *goloop_save_thread(void) { return PyEval_SaveThread(); }
+void goloop_restore_thread(PyThreadState *ts) { PyEval_RestoreThread(ts); }
+
+void goloop_set_runtime_error(const char *msg) { PyErr_SetString(PyExc_RuntimeError, msg); }
+
+void
+goloop_set_closed_error(void)
+{
+    PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+}
+
+/* The one place an errno from the Go core becomes an OSError subclass
+ * (ConnectionResetError, BlockingIOError, ...), with the syscall in the text. */
+void
+goloop_set_os_error(int err, const char *msg)
+{
+    PyObject *args = Py_BuildValue("(is)", err, msg);
+    if (args != NULL) {
+        PyErr_SetObject(PyExc_OSError, args);
+        Py_DECREF(args);
+    }
+}
+
+PyObject *
+goloop_fetch_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *exc, *tb;
+    PyErr_Fetch(&type, &exc, &tb);
+    PyErr_NormalizeException(&type, &exc, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(exc, tb);
+        Py_DECREF(tb);
+    }
+    Py_XDECREF(type);
+    return exc;
+#endif
+}
+
+int
+goloop_check_forked(void)
+{
+    if (goloop_forked) {
+        PyErr_SetString(PyExc_RuntimeError,
+            "goloop cannot be used in a process created by os.fork(): the Go "
+            "runtime does not survive fork. Use the 'spawn' or 'forkserver' "
+            "multiprocessing start method, or start a new interpreter with "
+            "subprocess.");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+after_fork_in_child(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    goloop_forked = 1;
+    Py_RETURN_NONE;
+}
+
+/* Called once by goloop/_loop.py with the Python halves of cold paths. */
+static PyObject *
+set_helpers(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "_set_helpers() takes 5 arguments");
+        return NULL;
+    }
+    Py_XSETREF(goloop_helpers.handle_repr, Py_NewRef(args[0]));
+    Py_XSETREF(goloop_helpers.callback_failed, Py_NewRef(args[1]));
+    Py_XSETREF(goloop_helpers.log_slow, Py_NewRef(args[2]));
+    Py_XSETREF(goloop_helpers.extract_stack, Py_NewRef(args[3]));
+    Py_XSETREF(goloop_helpers.future_type, Py_NewRef(args[4]));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+live_loops(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromLong(GoloopLive());
+}
+
+static PyMethodDef module_methods[] = {
+    {"_after_fork_in_child", after_fork_in_child, METH_NOARGS, NULL},
+    {"_set_helpers", (PyCFunction)(void (*)(void))set_helpers, METH_FASTCALL, NULL},
+    {"_live_loops", live_loops, METH_NOARGS,
+     "Number of Go core loops not yet freed (for leak tests)."},
+    {NULL}
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_goloop", "goloop's native core (Go, through cgo).", -1,
+    module_methods,
+};
+
+static int
+register_at_fork(PyObject *m)
+{
+    PyObject *os = PyImport_ImportModule("os");
+    if (os == NULL)
+        return -1;
+    PyObject *hook = PyObject_GetAttrString(m, "_after_fork_in_child");
+    PyObject *reg = PyObject_GetAttrString(os, "register_at_fork");
+    PyObject *r = NULL;
+    if (hook != NULL && reg != NULL) {
+        PyObject *kw = Py_BuildValue("{sO}", "after_in_child", hook);
+        if (kw != NULL) {
+            PyObject *empty = PyTuple_New(0);
+            if (empty != NULL)
+                r = PyObject_Call(reg, empty, kw);
+            Py_XDECREF(empty);
+            Py_DECREF(kw);
+        }
+    }
+    Py_XDECREF(hook);
+    Py_XDECREF(reg);
+    Py_DECREF(os);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+PyMODINIT_FUNC
+PyInit__goloop(void)
+{
+    if (PyType_Ready(&Goloop_HandleType) < 0 || PyType_Ready(&Goloop_TimerHandleType) < 0 ||
+        PyType_Ready(&Goloop_LoopType) < 0)
+        return NULL;
+    goloop_str_loop = PyUnicode_InternFromString("loop");
+    if (goloop_str_loop == NULL)
+        return NULL;
+    goloop_kwnames_loop = PyTuple_Pack(1, goloop_str_loop);
+    if (goloop_kwnames_loop == NULL)
+        return NULL;
+    PyObject *m = PyModule_Create(&module_def);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "LoopBase", (PyObject *)&Goloop_LoopType) < 0 ||
+        PyModule_AddObjectRef(m, "Handle", (PyObject *)&Goloop_HandleType) < 0 ||
+        PyModule_AddObjectRef(m, "TimerHandle", (PyObject *)&Goloop_TimerHandleType) < 0 ||
+        register_at_fork(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

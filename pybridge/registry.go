@@ -1,0 +1,122 @@
+package main
+
+/*
+#include <stdlib.h>
+#include "bridge.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+	"unsafe"
+
+	"goloop/core"
+)
+
+// pyLoop is one loop as the bridge sees it: the Go core plus the state the
+// hooks need while it runs. It implements core.Hooks.
+type pyLoop struct {
+	core *core.Loop[*C.PyObject]
+	// self is the Python loop object, borrowed for the duration of Run.
+	self *C.PyObject
+	// ts is the thread state saved while the GIL is released for a poll.
+	ts *C.PyThreadState
+}
+
+// The registry maps the int id a LoopBase stores to its pyLoop, so the hot
+// path looks a loop up by index instead of through a cgo.Handle map. It is
+// only touched with the GIL held, which serializes it.
+var registry struct {
+	loops []*pyLoop
+	free  []int
+	live  int
+}
+
+func register(l *pyLoop) int {
+	registry.live++
+	if n := len(registry.free); n > 0 {
+		id := registry.free[n-1]
+		registry.free = registry.free[:n-1]
+		registry.loops[id] = l
+		return id
+	}
+	registry.loops = append(registry.loops, l)
+	return len(registry.loops) - 1
+}
+
+func unregister(id int) {
+	registry.loops[id] = nil
+	registry.free = append(registry.free, id)
+	registry.live--
+}
+
+func loopOf(id C.int) *pyLoop { return registry.loops[id] }
+
+// errPython means a Python exception is already set.
+var errPython = errors.New("python exception set")
+
+// setError raises err as a Python exception: the one place where Go errors
+// become Python ones (an errno becomes the matching OSError subclass).
+func setError(err error) {
+	var errno syscall.Errno
+	switch {
+	case errors.Is(err, errPython):
+	case errors.Is(err, core.ErrClosed):
+		C.goloop_set_closed_error()
+	case errors.As(err, &errno):
+		msg := C.CString(err.Error())
+		C.goloop_set_os_error(C.int(errno), msg)
+		C.free(unsafe.Pointer(msg))
+	default:
+		msg := C.CString(err.Error())
+		C.goloop_set_runtime_error(msg)
+		C.free(unsafe.Pointer(msg))
+	}
+}
+
+// guard is deferred by every export: a panic becomes RuntimeError and the
+// export returns -1. If the panic hit while the GIL was released, it is
+// taken back first.
+func guard(rc *C.int, l *pyLoop) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	if l != nil && l.ts != nil {
+		C.goloop_restore_thread(l.ts)
+		l.ts = nil
+	}
+	setError(fmt.Errorf("goloop internal error (Go panic): %v", r))
+	*rc = -1
+}
+
+func (l *pyLoop) Run(h *C.PyObject) error {
+	if C.goloop_handle_run(h) != 0 {
+		return errPython
+	}
+	return nil
+}
+
+func (l *pyLoop) Cancelled(h *C.PyObject) bool { return C.goloop_handle_cancelled(h) != 0 }
+func (l *pyLoop) Retain(h *C.PyObject)         { C.goloop_incref(h) }
+func (l *pyLoop) Release(h *C.PyObject)        { C.goloop_decref(h) }
+
+// BeforePoll releases the GIL: the only place it is (design README §1).
+func (l *pyLoop) BeforePoll() { l.ts = C.goloop_save_thread() }
+
+func (l *pyLoop) AfterPoll() {
+	C.goloop_restore_thread(l.ts)
+	l.ts = nil
+}
+
+func (l *pyLoop) Signalled(sig []byte) error {
+	if l.self == nil || len(sig) == 0 {
+		return nil
+	}
+	if C.goloop_signalled(l.self, (*C.char)(unsafe.Pointer(&sig[0])), C.long(len(sig))) != 0 {
+		return errPython
+	}
+	return nil
+}
