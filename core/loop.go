@@ -69,6 +69,7 @@ type Loop[T any] struct {
 	timers    timerHeap[T]
 	cancelled int // cancelled timers still in the heap (asyncio's _timer_cancelled_count)
 	watchers  map[int]*watcher[T]
+	scratch   []T // reused by Each
 	stopping  bool
 	running   bool
 	closed    bool
@@ -302,21 +303,34 @@ func (l *Loop[T]) unwatch(fd int, ev Events) (bool, error) {
 	return true, err
 }
 
-// Each calls f on every item the loop holds (ready, timers, watchers), for
-// a garbage collector that must see the references the loop owns.
-func (l *Loop[T]) Each(f func(T)) {
-	l.ready.each(f)
+// Each calls f on every item the loop holds (ready, timers, watchers), in
+// a few contiguous slices, for a garbage collector that must see the
+// references the loop owns: the bridge crosses into C once per slice, not
+// once per item. The slices are valid only during the call.
+func (l *Loop[T]) Each(f func([]T)) {
+	a, b := l.ready.segments()
+	for _, s := range [][]T{a, b} {
+		if len(s) > 0 {
+			f(s)
+		}
+	}
+	scratch := l.scratch[:0]
 	for i := range l.timers.h {
-		f(l.timers.h[i].item)
+		scratch = append(scratch, l.timers.h[i].item)
 	}
 	for _, w := range l.watchers {
 		if w.events&Read != 0 {
-			f(w.reader)
+			scratch = append(scratch, w.reader)
 		}
 		if w.events&Write != 0 {
-			f(w.writer)
+			scratch = append(scratch, w.writer)
 		}
 	}
+	if len(scratch) > 0 {
+		f(scratch)
+	}
+	clear(scratch)
+	l.scratch = scratch[:0]
 }
 
 // Clear releases every item the loop holds without running it, as asyncio's

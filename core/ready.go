@@ -29,11 +29,14 @@ func (q *ready[T]) pop() T {
 	return v
 }
 
-// each calls f on every queued item, oldest first, without removing any.
-func (q *ready[T]) each(f func(T)) {
-	for i := 0; i < q.n; i++ {
-		f(q.buf[(q.head+i)&(len(q.buf)-1)])
+// segments returns the queued items, oldest first, as the two contiguous
+// runs of the ring (the second is empty unless the queue wraps).
+func (q *ready[T]) segments() (a, b []T) {
+	end := q.head + q.n
+	if end <= len(q.buf) {
+		return q.buf[q.head:end], nil
 	}
+	return q.buf[q.head:], q.buf[:end-len(q.buf)]
 }
 
 func (q *ready[T]) grow() {

@@ -25,7 +25,7 @@ int  goloop_signalled(PyObject *loop, const char *data, long n); /* -1: stop the
 /* module.c */
 void goloop_incref(PyObject *o);
 void goloop_decref(PyObject *o);
-int  goloop_visit(goloop_visitproc visit, PyObject *o, void *arg);
+int  goloop_visit(goloop_visitproc visit, PyObject **items, long n, void *arg);
 PyThreadState *goloop_save_thread(void);
 void goloop_restore_thread(PyThreadState *ts);
 void goloop_set_runtime_error(const char *msg);

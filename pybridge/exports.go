@@ -156,9 +156,9 @@ func GoloopUnwatch(id C.int, fd C.int, write C.int) (rc C.int) {
 //export GoloopTraverse
 func GoloopTraverse(id C.int, visit C.goloop_visitproc, arg unsafe.Pointer) (rc C.int) {
 	defer guard(&rc, nil)
-	loopOf(id).core.Each(func(h *C.PyObject) {
+	loopOf(id).core.Each(func(items []*C.PyObject) {
 		if rc == 0 {
-			rc = C.goloop_visit(visit, h, arg)
+			rc = C.goloop_visit(visit, &items[0], C.long(len(items)), arg)
 		}
 	})
 	return rc
