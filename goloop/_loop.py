@@ -303,21 +303,6 @@ def _format_callback(handle):
     return format_helpers._format_callback_source(handle._callback, handle._args)
 
 
-def _handle_repr(handle):
-    # asyncio.events.Handle._repr_info and TimerHandle._repr_info
-    info = [type(handle).__name__]
-    if handle._cancelled:
-        info.append("cancelled")
-    if handle._callback is not None:
-        info.append(_format_callback(handle))
-    if handle._source_traceback:
-        frame = handle._source_traceback[-1]
-        info.append(f"created at {frame[0]}:{frame[1]}")
-    if isinstance(handle, _goloop.TimerHandle):
-        info.insert(2 if handle._cancelled else 1, f"when={handle._when}")
-    return "<{}>".format(" ".join(info))
-
-
 def _callback_failed(handle, exc):
     # The except branch of asyncio.events.Handle._run.
     context = {
@@ -340,4 +325,4 @@ def _extract_stack():
     return format_helpers.extract_stack(sys._getframe(1))
 
 
-_goloop._set_helpers(_handle_repr, _callback_failed, _log_slow, _extract_stack, futures.Future)
+_goloop._set_helpers(_callback_failed, _log_slow, _extract_stack, futures.Future)

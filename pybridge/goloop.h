@@ -15,12 +15,19 @@ typedef struct {
     PyObject *current_handle;  /* the running handle, in debug mode only */
 } LoopObject;
 
-/* Handle and TimerHandle share one layout; TimerHandle only uses `when` and
- * `scheduled`. Arguments are stored inline when there is at most one (the
- * common case: Task steps take none, future callbacks one), so call_soon
- * allocates no tuple. */
+/* goloop's Handle and TimerHandle subclass asyncio.Handle and
+ * asyncio.TimerHandle, so isinstance() checks and asyncio's own __repr__
+ * hold. Those classes use __slots__; their slot storage sits right after the
+ * object header and is left unused (zeroed): goloop's getsets of the same
+ * names shadow the slot descriptors. Both types share one layout, with the
+ * fields at the same offset. Arguments are stored inline when there is at
+ * most one (the common case: Task steps take none, future callbacks one),
+ * so call_soon allocates no tuple. */
+#define GOLOOP_ASYNCIO_SLOTS 16   /* asyncio.TimerHandle has 10; checked at init */
+
 typedef struct {
     PyObject_HEAD
+    PyObject *asyncio_slots[GOLOOP_ASYNCIO_SLOTS];
     PyObject *callback;          /* NULL once cancelled */
     PyObject *arg0;              /* the only argument when nargs == 1 */
     PyObject *args;              /* tuple when nargs > 1 */
@@ -29,14 +36,15 @@ typedef struct {
     LoopObject *loop;
     PyObject *source_traceback;  /* list, debug mode only */
     PyObject *repr;              /* kept on cancel in debug mode, as asyncio does */
-    PyObject *weakreflist;
     char cancelled;
     char scheduled;              /* a timer still in the heap */
     double when;
 } HandleObject;
 
-extern PyTypeObject Goloop_HandleType;
-extern PyTypeObject Goloop_TimerHandleType;
+extern PyTypeObject *goloop_handle_type;   /* heap types, made at module init */
+extern PyTypeObject *goloop_timer_type;
+int goloop_init_handle_types(PyObject *module);
+#define GOLOOP_IS_HANDLE(o) (Py_IS_TYPE(o, goloop_handle_type) || Py_IS_TYPE(o, goloop_timer_type))
 extern PyTypeObject Goloop_LoopType;
 
 /* Set in a child of a bare os.fork(): the Go runtime did not survive it. */
@@ -46,7 +54,6 @@ int goloop_check_forked(void);
 /* Python helpers registered by goloop/_loop.py through _set_helpers(): the
  * cold paths (formatting, logging, exception contexts) stay in Python. */
 typedef struct {
-    PyObject *handle_repr;       /* (handle) -> str */
     PyObject *callback_failed;   /* (handle, exc) -> None */
     PyObject *log_slow;          /* (handle, seconds) -> None */
     PyObject *extract_stack;     /* () -> list */

@@ -1,8 +1,11 @@
 /* Handle and TimerHandle: what call_soon, call_later and call_at return,
- * and what the Go ready queue and timer heap hold. Semantics follow
- * asyncio.events.Handle / TimerHandle. */
+ * and what the Go ready queue and timer heap hold. Subclasses of, and with
+ * the semantics of, asyncio.events.Handle / TimerHandle. */
 #include "goloop.h"
 #include "_cgo_export.h"
+
+PyTypeObject *goloop_handle_type;
+PyTypeObject *goloop_timer_type;
 
 HandleObject *
 goloop_handle_new(PyTypeObject *type, LoopObject *loop,
@@ -11,6 +14,7 @@ goloop_handle_new(PyTypeObject *type, LoopObject *loop,
     HandleObject *h = PyObject_GC_New(HandleObject, type);
     if (h == NULL)
         return NULL;
+    memset(h->asyncio_slots, 0, sizeof(h->asyncio_slots));
     h->callback = Py_NewRef(args[0]);
     h->nargs = nargs - 1;
     h->arg0 = NULL;
@@ -26,7 +30,6 @@ goloop_handle_new(PyTypeObject *type, LoopObject *loop,
     h->loop = (LoopObject *)Py_NewRef(loop);
     h->source_traceback = NULL;
     h->repr = NULL;
-    h->weakreflist = NULL;
     h->cancelled = 0;
     h->scheduled = 0;
     h->when = 0;
@@ -161,6 +164,7 @@ handle_traverse(HandleObject *h, visitproc visit, void *arg)
     Py_VISIT(h->context);
     Py_VISIT(h->loop);
     Py_VISIT(h->source_traceback);
+    Py_VISIT(Py_TYPE(h));
     return 0;
 }
 
@@ -180,11 +184,12 @@ handle_clear(HandleObject *h)
 static void
 handle_dealloc(HandleObject *h)
 {
+    PyTypeObject *tp = Py_TYPE(h);
     PyObject_GC_UnTrack(h);
-    if (h->weakreflist != NULL)
-        PyObject_ClearWeakRefs((PyObject *)h);
+    PyObject_ClearWeakRefs((PyObject *)h);   /* asyncio.Handle has __weakref__ */
     handle_clear(h);
     PyObject_GC_Del(h);
+    Py_DECREF(tp);
 }
 
 static PyObject *
@@ -233,14 +238,6 @@ handle_py_run(HandleObject *h, PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
-handle_repr(HandleObject *h)
-{
-    if (h->repr != NULL)
-        return Py_NewRef(h->repr);
-    return PyObject_CallOneArg(goloop_helpers.handle_repr, (PyObject *)h);
-}
-
-static PyObject *
 handle_get_callback(HandleObject *h, void *c) { return Py_NewRef(h->callback ? h->callback : Py_None); }
 static PyObject *
 handle_get_args(HandleObject *h, void *c) { return handle_args_tuple(h); }
@@ -272,38 +269,41 @@ handle_set_tb(HandleObject *h, PyObject *v, void *c)
     return 0;
 }
 
-static PyMethodDef handle_methods[] = {
-    {"cancel", (PyCFunction)handle_cancel, METH_NOARGS, NULL},
-    {"cancelled", (PyCFunction)handle_cancelled, METH_NOARGS, NULL},
-    {"get_context", (PyCFunction)handle_get_context, METH_NOARGS, NULL},
-    {"_run", (PyCFunction)handle_py_run, METH_NOARGS, NULL},
-    {NULL}
+/* goloop.TimerHandle does not derive from goloop.Handle (asyncio's two
+ * layouts differ), so both list the shared methods and attributes. */
+#define HANDLE_METHODS \
+    {"cancel", (PyCFunction)handle_cancel, METH_NOARGS, NULL}, \
+    {"cancelled", (PyCFunction)handle_cancelled, METH_NOARGS, NULL}, \
+    {"get_context", (PyCFunction)handle_get_context, METH_NOARGS, NULL}, \
+    {"_run", (PyCFunction)handle_py_run, METH_NOARGS, NULL}
+
+#define HANDLE_GETSET \
+    {"_callback", (getter)handle_get_callback, NULL, NULL, NULL}, \
+    {"_args", (getter)handle_get_args, NULL, NULL, NULL}, \
+    {"_cancelled", (getter)handle_get_cancelled, NULL, NULL, NULL}, \
+    {"_loop", (getter)handle_get_loop, NULL, NULL, NULL}, \
+    {"_context", (getter)handle_get_context_attr, NULL, NULL, NULL}, \
+    {"_repr", (getter)handle_get_repr, NULL, NULL, NULL}, \
+    {"_source_traceback", (getter)handle_get_tb, (setter)handle_set_tb, NULL, NULL}
+
+static PyMethodDef handle_methods[] = {HANDLE_METHODS, {NULL}};
+static PyGetSetDef handle_getset[] = {HANDLE_GETSET, {NULL}};
+
+static PyType_Slot handle_slots[] = {
+    {Py_tp_doc, "Object returned by callback registration methods."},
+    {Py_tp_dealloc, handle_dealloc},
+    {Py_tp_traverse, handle_traverse},
+    {Py_tp_clear, handle_clear},
+    {Py_tp_methods, handle_methods},
+    {Py_tp_getset, handle_getset},
+    {0, NULL},
 };
 
-static PyGetSetDef handle_getset[] = {
-    {"_callback", (getter)handle_get_callback, NULL, NULL, NULL},
-    {"_args", (getter)handle_get_args, NULL, NULL, NULL},
-    {"_cancelled", (getter)handle_get_cancelled, NULL, NULL, NULL},
-    {"_loop", (getter)handle_get_loop, NULL, NULL, NULL},
-    {"_context", (getter)handle_get_context_attr, NULL, NULL, NULL},
-    {"_repr", (getter)handle_get_repr, NULL, NULL, NULL},
-    {"_source_traceback", (getter)handle_get_tb, (setter)handle_set_tb, NULL, NULL},
-    {NULL}
-};
-
-PyTypeObject Goloop_HandleType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "goloop.Handle",
-    .tp_doc = "Object returned by callback registration methods.",
-    .tp_basicsize = sizeof(HandleObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
-    .tp_dealloc = (destructor)handle_dealloc,
-    .tp_traverse = (traverseproc)handle_traverse,
-    .tp_clear = (inquiry)handle_clear,
-    .tp_repr = (reprfunc)handle_repr,
-    .tp_weaklistoffset = offsetof(HandleObject, weakreflist),
-    .tp_methods = handle_methods,
-    .tp_getset = handle_getset,
+static PyType_Spec handle_spec = {
+    .name = "goloop.Handle",
+    .basicsize = sizeof(HandleObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = handle_slots,
 };
 
 static PyObject *
@@ -329,7 +329,7 @@ timer_hash(HandleObject *h)
 static PyObject *
 timer_richcompare(HandleObject *a, PyObject *other, int op)
 {
-    if (!PyObject_TypeCheck(other, &Goloop_TimerHandleType))
+    if (!Py_IS_TYPE(other, goloop_timer_type))
         Py_RETURN_NOTIMPLEMENTED;
     HandleObject *b = (HandleObject *)other;
     if (op == Py_EQ || op == Py_NE) {
@@ -357,28 +357,69 @@ timer_richcompare(HandleObject *a, PyObject *other, int op)
 }
 
 static PyMethodDef timer_methods[] = {
+    HANDLE_METHODS,
     {"when", (PyCFunction)timer_when, METH_NOARGS, NULL},
     {NULL}
 };
 
 static PyGetSetDef timer_getset[] = {
+    HANDLE_GETSET,
     {"_when", (getter)handle_get_when, NULL, NULL, NULL},
     {"_scheduled", (getter)handle_get_scheduled, NULL, NULL, NULL},
     {NULL}
 };
 
-PyTypeObject Goloop_TimerHandleType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "goloop.TimerHandle",
-    .tp_doc = "Object returned by timed callback registration methods.",
-    .tp_basicsize = sizeof(HandleObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_base = &Goloop_HandleType,
-    .tp_dealloc = (destructor)handle_dealloc,
-    .tp_traverse = (traverseproc)handle_traverse,
-    .tp_clear = (inquiry)handle_clear,
-    .tp_hash = (hashfunc)timer_hash,
-    .tp_richcompare = (richcmpfunc)timer_richcompare,
-    .tp_methods = timer_methods,
-    .tp_getset = timer_getset,
+static PyType_Slot timer_slots[] = {
+    {Py_tp_doc, "Object returned by timed callback registration methods."},
+    {Py_tp_dealloc, handle_dealloc},
+    {Py_tp_traverse, handle_traverse},
+    {Py_tp_clear, handle_clear},
+    {Py_tp_hash, timer_hash},
+    {Py_tp_richcompare, timer_richcompare},
+    {Py_tp_methods, timer_methods},
+    {Py_tp_getset, timer_getset},
+    {0, NULL},
 };
+
+static PyType_Spec timer_spec = {
+    .name = "goloop.TimerHandle",
+    .basicsize = sizeof(HandleObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = timer_slots,
+};
+
+static PyTypeObject *
+make_type(PyObject *module, PyType_Spec *spec, PyObject *base)
+{
+    if (((PyTypeObject *)base)->tp_basicsize > (Py_ssize_t)offsetof(HandleObject, callback)) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "goloop: %s has more slots than goloop reserves (%d)",
+                     ((PyTypeObject *)base)->tp_name, GOLOOP_ASYNCIO_SLOTS);
+        return NULL;
+    }
+    PyObject *bases = PyTuple_Pack(1, base);
+    if (bases == NULL)
+        return NULL;
+    PyObject *t = PyType_FromModuleAndSpec(module, spec, bases);
+    Py_DECREF(bases);
+    return (PyTypeObject *)t;
+}
+
+int
+goloop_init_handle_types(PyObject *module)
+{
+    PyObject *events = PyImport_ImportModule("asyncio.events");
+    if (events == NULL)
+        return -1;
+    PyObject *handle = PyObject_GetAttrString(events, "Handle");
+    PyObject *timer = PyObject_GetAttrString(events, "TimerHandle");
+    Py_DECREF(events);
+    int rc = -1;
+    if (handle != NULL && timer != NULL &&
+        (goloop_handle_type = make_type(module, &handle_spec, handle)) != NULL &&
+        (goloop_timer_type = make_type(module, &timer_spec, timer)) != NULL)
+        rc = 0;
+    Py_XDECREF(handle);
+    Py_XDECREF(timer);
+    return rc;
+}

@@ -92,7 +92,7 @@ loop_call_soon(LoopObject *self, PyObject *const *args, Py_ssize_t nargs, PyObje
         return NULL;
     if (loop_check(self, args[0], "call_soon", 1) < 0)
         return NULL;
-    HandleObject *h = goloop_handle_new(&Goloop_HandleType, self, args, nargs, context);
+    HandleObject *h = goloop_handle_new(goloop_handle_type, self, args, nargs, context);
     if (h == NULL)
         return NULL;
     if (GoloopCallSoon(self->id, (PyObject *)Py_NewRef(h)) < 0) {
@@ -111,7 +111,7 @@ loop_call_soon_threadsafe(LoopObject *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     if (loop_check(self, args[0], "call_soon_threadsafe", 0) < 0)
         return NULL;
-    HandleObject *h = goloop_handle_new(&Goloop_HandleType, self, args, nargs, context);
+    HandleObject *h = goloop_handle_new(goloop_handle_type, self, args, nargs, context);
     if (h == NULL)
         return NULL;
     /* The caller holds the GIL, which the loop thread holds whenever it
@@ -130,7 +130,7 @@ schedule_timer(LoopObject *self, double when, PyObject *const *args, Py_ssize_t 
 {
     if (loop_check(self, args[0], "call_at", 1) < 0)
         return NULL;
-    HandleObject *h = goloop_handle_new(&Goloop_TimerHandleType, self, args, nargs, context);
+    HandleObject *h = goloop_handle_new(goloop_timer_type, self, args, nargs, context);
     if (h == NULL)
         return NULL;
     h->when = when;
@@ -289,7 +289,7 @@ add_watcher(LoopObject *self, PyObject *const *args, Py_ssize_t nargs, int write
         goloop_set_closed_error();
         return NULL;
     }
-    HandleObject *h = goloop_handle_new(&Goloop_HandleType, self, args + 1, nargs - 1, NULL);
+    HandleObject *h = goloop_handle_new(goloop_handle_type, self, args + 1, nargs - 1, NULL);
     if (h == NULL)
         return NULL;
     if (GoloopWatch(self->id, fd, write, (PyObject *)Py_NewRef(h)) < 0) {
@@ -342,14 +342,14 @@ loop_handle(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "_handle() missing callback");
         return NULL;
     }
-    return (PyObject *)goloop_handle_new(&Goloop_HandleType, self, args, nargs, NULL);
+    return (PyObject *)goloop_handle_new(goloop_handle_type, self, args, nargs, NULL);
 }
 
 /* _add_callback(handle): queue an existing handle unless it is cancelled. */
 static PyObject *
 loop_add_callback(LoopObject *self, PyObject *h)
 {
-    if (!PyObject_TypeCheck(h, &Goloop_HandleType)) {
+    if (!GOLOOP_IS_HANDLE(h)) {
         PyErr_SetString(PyExc_TypeError, "a goloop Handle is required");
         return NULL;
     }

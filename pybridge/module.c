@@ -90,15 +90,14 @@ after_fork_in_child(PyObject *m, PyObject *Py_UNUSED(ignored))
 static PyObject *
 set_helpers(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "_set_helpers() takes 5 arguments");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "_set_helpers() takes 4 arguments");
         return NULL;
     }
-    Py_XSETREF(goloop_helpers.handle_repr, Py_NewRef(args[0]));
-    Py_XSETREF(goloop_helpers.callback_failed, Py_NewRef(args[1]));
-    Py_XSETREF(goloop_helpers.log_slow, Py_NewRef(args[2]));
-    Py_XSETREF(goloop_helpers.extract_stack, Py_NewRef(args[3]));
-    Py_XSETREF(goloop_helpers.future_type, Py_NewRef(args[4]));
+    Py_XSETREF(goloop_helpers.callback_failed, Py_NewRef(args[0]));
+    Py_XSETREF(goloop_helpers.log_slow, Py_NewRef(args[1]));
+    Py_XSETREF(goloop_helpers.extract_stack, Py_NewRef(args[2]));
+    Py_XSETREF(goloop_helpers.future_type, Py_NewRef(args[3]));
     Py_RETURN_NONE;
 }
 
@@ -152,8 +151,7 @@ register_at_fork(PyObject *m)
 PyMODINIT_FUNC
 PyInit__goloop(void)
 {
-    if (PyType_Ready(&Goloop_HandleType) < 0 || PyType_Ready(&Goloop_TimerHandleType) < 0 ||
-        PyType_Ready(&Goloop_LoopType) < 0)
+    if (PyType_Ready(&Goloop_LoopType) < 0)
         return NULL;
     goloop_str_loop = PyUnicode_InternFromString("loop");
     if (goloop_str_loop == NULL)
@@ -164,9 +162,10 @@ PyInit__goloop(void)
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "LoopBase", (PyObject *)&Goloop_LoopType) < 0 ||
-        PyModule_AddObjectRef(m, "Handle", (PyObject *)&Goloop_HandleType) < 0 ||
-        PyModule_AddObjectRef(m, "TimerHandle", (PyObject *)&Goloop_TimerHandleType) < 0 ||
+    if (goloop_init_handle_types(m) < 0 ||
+        PyModule_AddObjectRef(m, "LoopBase", (PyObject *)&Goloop_LoopType) < 0 ||
+        PyModule_AddObjectRef(m, "Handle", (PyObject *)goloop_handle_type) < 0 ||
+        PyModule_AddObjectRef(m, "TimerHandle", (PyObject *)goloop_timer_type) < 0 ||
         register_at_fork(m) < 0) {
         Py_DECREF(m);
         return NULL;
