@@ -1,0 +1,175 @@
+"""Helpers shared by the test modules (fixtures live in conftest.py).
+
+Most tests state asyncio's contract directly. Where stock asyncio's own
+behaviour differs between Python versions, a test runs the same scenario on
+a fresh stock loop (``run_on_reference``) and expects the loop under test to
+do the same, instead of hard-coding one version's answer.
+"""
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+# A test that waits for the loop gives up after this long; nothing in the
+# suite needs more than a fraction of it on a quiet machine.
+GUARD = 30.0
+
+# Timers may fire this much before their deadline: asyncio itself treats a
+# timer as due when it is within the monotonic clock's resolution (1 ns on
+# Linux) of "now"; the slack also absorbs float rounding of when().
+EARLY_SLACK = 1e-6
+
+
+def goloop_unavailable():
+    """Return None when goloop can be tested, else the reason it cannot."""
+    try:
+        import goloop  # the package alone must not load the extension
+    except ImportError as exc:
+        return f"goloop is not importable: {exc}"
+    if not hasattr(goloop, "new"):
+        return "goloop package has no new() yet (goloop/__init__.py missing?)"
+    try:
+        spec = importlib.util.find_spec("goloop._goloop")
+    except (ImportError, ValueError) as exc:
+        return f"goloop extension not found: {exc}"
+    if spec is None:
+        return "goloop extension not built (run `make build`)"
+    return None
+
+
+def new_loop(kind):
+    """A new, untracked loop of the given kind ("asyncio" or "goloop")."""
+    if kind == "asyncio":
+        # Directly, not through new_event_loop(): the policy API is
+        # deprecated on 3.14+ and the suite runs with warnings as errors.
+        return asyncio.SelectorEventLoop()
+    if kind == "goloop":
+        import goloop
+        return goloop.new()
+    raise ValueError(f"unknown loop kind {kind!r}")
+
+
+def finish_and_close(loop):
+    """Shut a loop down the way asyncio.Runner does, then close it.
+
+    Returns the tasks that were still pending (they are cancelled first).
+    """
+    if loop.is_closed():
+        return []
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in pending:
+        task.cancel()
+    try:
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
+    return pending
+
+
+def run_on_reference(scenario):
+    """Run ``scenario(loop)`` on a fresh stock asyncio loop and return its result."""
+    loop = asyncio.SelectorEventLoop()
+    try:
+        return scenario(loop)
+    finally:
+        finish_and_close(loop)
+
+
+def outcome(fn, *args, **kwargs):
+    """What calling fn did: ('returned', value) or ('raised', type, message)."""
+    try:
+        return ("returned", fn(*args, **kwargs))
+    except Exception as exc:
+        return ("raised", type(exc), str(exc))
+
+
+def raised(result):
+    """The (type, message) of an outcome() that raised, else None."""
+    return result[1:] if result[0] == "raised" else None
+
+
+def run_briefly(loop):
+    """Run exactly one iteration of the loop: what is ready now, and stop."""
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+
+
+def run_guarded(loop, awaitable, timeout=GUARD):
+    """loop.run_until_complete(awaitable), failing instead of hanging."""
+    timed_out = []
+
+    def expire():
+        timed_out.append(True)
+        loop.stop()
+
+    guard = loop.call_later(timeout, expire)
+    try:
+        return loop.run_until_complete(awaitable)
+    except RuntimeError:
+        if timed_out:
+            raise AssertionError(f"loop did not finish within {timeout} s") from None
+        raise
+    finally:
+        guard.cancel()
+
+
+def run_forever_guarded(loop, timeout=GUARD):
+    """loop.run_forever(), failing if nothing stops it within timeout."""
+    timed_out = []
+
+    def expire():
+        timed_out.append(True)
+        loop.stop()
+
+    guard = loop.call_later(timeout, expire)
+    try:
+        loop.run_forever()
+    finally:
+        guard.cancel()
+    assert not timed_out, f"loop was not stopped within {timeout} s"
+
+
+def child_env(**overrides):
+    """Environment for a child Python: goloop importable, no asyncio debug
+    switch inherited; an override of None removes the variable."""
+    env = dict(os.environ)
+    env.pop("PYTHONASYNCIODEBUG", None)
+    env.pop("PYTHONDEVMODE", None)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+def run_python(code, *args, flags=(), env=None, timeout=60):
+    """Run code in a child interpreter; returns the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, *flags, "-c", code, *args],
+        cwd=REPO, env=env if env is not None else child_env(),
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=timeout)
+
+
+@contextlib.contextmanager
+def captured_exceptions(loop):
+    """Collect the contexts passed to the loop's exception handler."""
+    contexts = []
+    old = loop.get_exception_handler()
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+    try:
+        yield contexts
+    finally:
+        loop.set_exception_handler(old)
