@@ -16,6 +16,10 @@ import (
 
 // Hooks is what the embedder provides.
 type Hooks[T any] interface {
+	// Collect is called at the start of each tick and right after the poll:
+	// the embedder moves items it queued outside the loop (without a call
+	// per item) in with CallSoon, CallAt and TimersCancelled.
+	Collect()
 	// Run runs a ready item and gives up the loop's reference to it. A
 	// non-nil error stops the loop at once: Run returns it, and the items
 	// not yet run stay queued for the next Run, as in asyncio.
@@ -56,6 +60,11 @@ const (
 	minCancelledTimerFrac = 0.5
 )
 
+type polledFD struct {
+	fd int
+	ev Events
+}
+
 type watcher[T any] struct {
 	events         Events // registered with the poller
 	reader, writer T
@@ -70,9 +79,14 @@ type Loop[T any] struct {
 	cancelled int // cancelled timers still in the heap (asyncio's _timer_cancelled_count)
 	watchers  map[int]*watcher[T]
 	scratch   []T // reused by Each
-	stopping  bool
-	running   bool
-	closed    bool
+	// polled holds what the poll reported until dispatch, which must wait
+	// for AfterPoll: its hooks (Cancelled, Retain, Release) need the lock
+	// that BeforePoll gave up, and while it is given up another thread may
+	// be using the ready queue and the watchers.
+	polled   []polledFD
+	stopping bool
+	running  bool
+	closed   bool
 }
 
 // New creates a loop with its own poller.
@@ -92,9 +106,9 @@ func (l *Loop[T]) CallSoon(item T) { l.ready.push(item) }
 // over the caller's reference. Equal times run in scheduling order.
 func (l *Loop[T]) CallAt(when float64, item T) { l.timers.push(when, item) }
 
-// TimerCancelled records that a scheduled timer was cancelled, so the heap
-// can be compacted once enough of it is dead.
-func (l *Loop[T]) TimerCancelled() { l.cancelled++ }
+// TimersCancelled records that n scheduled timers were cancelled, so the
+// heap can be compacted once enough of it is dead.
+func (l *Loop[T]) TimersCancelled(n int) { l.cancelled += n }
 
 // Ready returns the number of queued items; Timers the number of timers in
 // the heap, cancelled ones included.
@@ -136,6 +150,7 @@ func (l *Loop[T]) Run() error {
 }
 
 // tick is one iteration, in the order of asyncio's BaseEventLoop._run_once:
+//  0. collect what the embedder queued (Hooks.Collect);
 //  1. drop cancelled timers (all of them if they are many, else those at
 //     the head of the heap);
 //  2. poll: not at all if callbacks are ready or the loop is stopping,
@@ -145,6 +160,7 @@ func (l *Loop[T]) Run() error {
 //  5. run exactly the callbacks queued at this point; those they schedule
 //     wait for the next tick.
 func (l *Loop[T]) tick() error {
+	l.hooks.Collect()
 	if n := l.timers.len(); n > minScheduledTimers && float64(l.cancelled)/float64(n) > minCancelledTimerFrac {
 		l.timers.filter(func(item T) bool {
 			if l.hooks.Cancelled(item) {
@@ -180,13 +196,17 @@ func (l *Loop[T]) tick() error {
 	if msec != 0 {
 		l.hooks.BeforePoll()
 	}
-	_, sig, err := l.poller.wait(msec, l.dispatch)
+	_, sig, err := l.poller.wait(msec, l.collect)
 	if msec != 0 {
 		l.hooks.AfterPoll()
 	}
 	if err != nil {
 		return err
 	}
+	for _, p := range l.polled {
+		l.dispatch(p.fd, p.ev)
+	}
+	l.polled = l.polled[:0]
 	if sig != nil {
 		if err := l.hooks.Signalled(sig); err != nil {
 			return err
@@ -205,6 +225,9 @@ func (l *Loop[T]) tick() error {
 	}
 	return nil
 }
+
+// collect records a ready descriptor for dispatch after the poll.
+func (l *Loop[T]) collect(fd int, ev Events) { l.polled = append(l.polled, polledFD{fd, ev}) }
 
 // dispatch queues the callbacks watching fd, as asyncio's _process_events:
 // a cancelled watcher is removed instead of run.

@@ -112,11 +112,17 @@ func (p *poller) wait(msec int, fn func(fd int, ev Events)) (woken bool, sig []b
 		switch fd {
 		case p.wakefd:
 			woken = true
-			// Clear the flag before draining: a wake() racing with us then
-			// writes again and the next epoll_wait returns at once.
-			p.pending.Store(0)
+			// Drain, then clear the flag, in that order, as Go's netpoll
+			// does with netpollWakeSig. Clearing first loses wake-ups for
+			// good: a wake() between the two would see 0, write, and have
+			// its write drained here, leaving the flag set over an empty
+			// eventfd so that every later wake() is skipped. Draining first,
+			// a wake() in between sees 1 and skips its write, which is safe:
+			// we are awake already and the caller looks at the loop's state
+			// after this poll returns.
 			var buf [8]byte
 			unix.Read(p.wakefd, buf[:]) // EAGAIN only if already drained
+			p.pending.Store(0)
 		case p.sigr:
 			sig = p.drainSignals()
 		default:
