@@ -15,6 +15,20 @@ typedef struct _object PyObject;
 typedef struct _ts PyThreadState;
 typedef int (*goloop_visitproc)(PyObject *, void *);
 
+/* The intake: what call_soon, call_at and TimerHandle.cancel queue without
+ * entering Go. It lives in the C loop object; the Go side keeps a pointer and
+ * moves its contents into the core at each tick (pyLoop.Collect), so Go is
+ * entered about once per loop iteration, not once per call (design README
+ * §2). Only touched with the GIL held. The items are new references. */
+typedef struct {
+    PyObject **soon;
+    long nsoon, capsoon;
+    PyObject **timers;
+    double *whens;
+    long ntimers, captimers;
+    long cancelled;   /* scheduled timers cancelled since the last collect */
+} goloop_intake;
+
 /* handle.c */
 int  goloop_handle_run(PyObject *handle);      /* steals; -1: an exception that stops the loop */
 int  goloop_handle_cancelled(PyObject *handle);

@@ -16,9 +16,9 @@ import (
 )
 
 //export GoloopNew
-func GoloopNew() (rc C.int) {
+func GoloopNew(intake *C.goloop_intake) (rc C.int) {
 	defer guard(&rc, nil)
-	l := &pyLoop{}
+	l := &pyLoop{intake: intake}
 	c, err := core.New[*C.PyObject](l)
 	if err != nil {
 		setError(err)
@@ -31,33 +31,14 @@ func GoloopNew() (rc C.int) {
 //export GoloopFree
 func GoloopFree(id C.int) (rc C.int) {
 	defer guard(&rc, nil)
-	err := loopOf(id).core.Close()
+	l := loopOf(id)
+	l.Collect()
+	err := l.core.Close()
 	unregister(int(id))
 	if err != nil {
 		setError(err)
 		return -1
 	}
-	return 0
-}
-
-//export GoloopCallSoon
-func GoloopCallSoon(id C.int, h *C.PyObject) (rc C.int) {
-	defer guard(&rc, nil)
-	loopOf(id).core.CallSoon(h)
-	return 0
-}
-
-//export GoloopCallAt
-func GoloopCallAt(id C.int, when C.double, h *C.PyObject) (rc C.int) {
-	defer guard(&rc, nil)
-	loopOf(id).core.CallAt(float64(when), h)
-	return 0
-}
-
-//export GoloopTimerCancelled
-func GoloopTimerCancelled(id C.int) (rc C.int) {
-	defer guard(&rc, nil)
-	loopOf(id).core.TimerCancelled()
 	return 0
 }
 
@@ -97,7 +78,9 @@ func GoloopSignalFD(id C.int) C.int { return C.int(loopOf(id).core.SignalFD()) }
 //export GoloopClose
 func GoloopClose(id C.int) (rc C.int) {
 	defer guard(&rc, nil)
-	if err := loopOf(id).core.Close(); err != nil {
+	l := loopOf(id)
+	l.Collect()
+	if err := l.core.Close(); err != nil {
 		setError(err)
 		return -1
 	}
@@ -107,7 +90,9 @@ func GoloopClose(id C.int) (rc C.int) {
 //export GoloopClear
 func GoloopClear(id C.int) (rc C.int) {
 	defer guard(&rc, nil)
-	loopOf(id).core.Clear()
+	l := loopOf(id)
+	l.Collect()
+	l.core.Clear()
 	return 0
 }
 
@@ -166,6 +151,7 @@ func GoloopTraverse(id C.int, visit C.goloop_visitproc, arg unsafe.Pointer) (rc 
 
 //export GoloopCounts
 func GoloopCounts(id C.int, ready, timers *C.long) {
+	loopOf(id).Collect()
 	l := loopOf(id).core
 	*ready = C.long(l.Ready())
 	*timers = C.long(l.Timers())

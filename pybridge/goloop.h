@@ -13,6 +13,7 @@ typedef struct {
     char closed;
     char debug;
     PyObject *current_handle;  /* the running handle, in debug mode only */
+    goloop_intake intake;
 } LoopObject;
 
 /* goloop's Handle and TimerHandle subclass asyncio.Handle and
@@ -68,6 +69,7 @@ HandleObject *goloop_handle_new(PyTypeObject *type, LoopObject *loop,
                                 PyObject *const *args, Py_ssize_t nargs,
                                 PyObject *context);
 double goloop_monotonic(void);
+int goloop_intake_soon(LoopObject *loop, PyObject *handle);   /* steals */
 PyObject *goloop_fetch_exception(void);   /* the raised exception, normalized; clears it */
 
 #endif

@@ -199,8 +199,8 @@ handle_cancel(HandleObject *h, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     LoopObject *loop = h->loop;
     /* TimerHandle.cancel: tell the loop so it can compact its heap */
-    if (h->scheduled && loop != NULL && loop->id >= 0 && !goloop_forked)
-        GoloopTimerCancelled(loop->id);
+    if (h->scheduled && loop != NULL)
+        loop->intake.cancelled++;
     h->cancelled = 1;
     if (loop != NULL && loop->debug) {
         /* asyncio keeps the repr so "Executing <Handle ...> took" still

@@ -17,6 +17,50 @@ goloop_monotonic(void)
     return (double)((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec) / 1e9;
 }
 
+int
+goloop_intake_soon(LoopObject *self, PyObject *h)
+{
+    goloop_intake *in = &self->intake;
+    if (in->nsoon == in->capsoon) {
+        long cap = in->capsoon ? 2 * in->capsoon : 64;
+        PyObject **p = PyMem_Realloc(in->soon, cap * sizeof(*p));
+        if (p == NULL) {
+            Py_DECREF(h);
+            PyErr_NoMemory();
+            return -1;
+        }
+        in->soon = p;
+        in->capsoon = cap;
+    }
+    in->soon[in->nsoon++] = h;
+    return 0;
+}
+
+static int
+intake_timer(LoopObject *self, double when, PyObject *h)
+{
+    goloop_intake *in = &self->intake;
+    if (in->ntimers == in->captimers) {
+        long cap = in->captimers ? 2 * in->captimers : 64;
+        PyObject **p = PyMem_Realloc(in->timers, cap * sizeof(*p));
+        if (p == NULL)
+            goto nomem;
+        in->timers = p;
+        double *w = PyMem_Realloc(in->whens, cap * sizeof(*w));
+        if (w == NULL)
+            goto nomem;
+        in->whens = w;
+        in->captimers = cap;
+    }
+    in->timers[in->ntimers] = h;
+    in->whens[in->ntimers++] = when;
+    return 0;
+nomem:
+    Py_DECREF(h);
+    PyErr_NoMemory();
+    return -1;
+}
+
 /* Public methods validate here; the Go core does the work (STYLE.md 5). */
 static int
 loop_check(LoopObject *self, PyObject *callback, const char *method, int check_thread)
@@ -95,7 +139,7 @@ loop_call_soon(LoopObject *self, PyObject *const *args, Py_ssize_t nargs, PyObje
     HandleObject *h = goloop_handle_new(goloop_handle_type, self, args, nargs, context);
     if (h == NULL)
         return NULL;
-    if (GoloopCallSoon(self->id, (PyObject *)Py_NewRef(h)) < 0) {
+    if (goloop_intake_soon(self, (PyObject *)Py_NewRef(h)) < 0) {
         Py_DECREF(h);
         return NULL;
     }
@@ -115,9 +159,9 @@ loop_call_soon_threadsafe(LoopObject *self, PyObject *const *args, Py_ssize_t na
     if (h == NULL)
         return NULL;
     /* The caller holds the GIL, which the loop thread holds whenever it
-     * touches its queue (it lets go only inside epoll_wait), so the push
+     * touches the intake (it lets go only inside epoll_wait), so the push
      * needs no lock of its own; the wake-up interrupts that epoll_wait. */
-    if (GoloopCallSoon(self->id, (PyObject *)Py_NewRef(h)) < 0 || GoloopWake(self->id) < 0) {
+    if (goloop_intake_soon(self, (PyObject *)Py_NewRef(h)) < 0 || GoloopWake(self->id) < 0) {
         Py_DECREF(h);
         return NULL;
     }
@@ -135,7 +179,7 @@ schedule_timer(LoopObject *self, double when, PyObject *const *args, Py_ssize_t 
         return NULL;
     h->when = when;
     h->scheduled = 1;
-    if (GoloopCallAt(self->id, when, (PyObject *)Py_NewRef(h)) < 0) {
+    if (intake_timer(self, when, (PyObject *)Py_NewRef(h)) < 0) {
         h->scheduled = 0;
         Py_DECREF(h);
         return NULL;
@@ -357,7 +401,7 @@ loop_add_callback(LoopObject *self, PyObject *h)
         return NULL;
     if (((HandleObject *)h)->cancelled)
         Py_RETURN_NONE;
-    if (GoloopCallSoon(self->id, Py_NewRef(h)) < 0)
+    if (goloop_intake_soon(self, Py_NewRef(h)) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -403,7 +447,8 @@ loop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->closed = 0;
     self->debug = 0;
     self->current_handle = NULL;
-    self->id = GoloopNew();
+    memset(&self->intake, 0, sizeof(self->intake));
+    self->id = GoloopNew(&self->intake);
     if (self->id < 0) {
         Py_DECREF(self);
         return NULL;
@@ -415,6 +460,11 @@ static int
 loop_traverse(LoopObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->current_handle);
+    goloop_intake *in = &self->intake;
+    for (long i = 0; i < in->nsoon; i++)
+        Py_VISIT(in->soon[i]);
+    for (long i = 0; i < in->ntimers; i++)
+        Py_VISIT(in->timers[i]);
     /* The handles queued in Go are references this loop owns. */
     if (self->id >= 0 && !goloop_forked) {
         int r = GoloopTraverse(self->id, (goloop_visitproc)visit, arg);
@@ -443,6 +493,9 @@ loop_dealloc(LoopObject *self)
     if (self->id >= 0 && !goloop_forked)   /* after fork Go is gone: leak it */
         GoloopFree(self->id);
     self->id = -1;
+    PyMem_Free(self->intake.soon);
+    PyMem_Free(self->intake.timers);
+    PyMem_Free(self->intake.whens);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

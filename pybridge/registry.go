@@ -23,6 +23,9 @@ type pyLoop struct {
 	self *C.PyObject
 	// ts is the thread state saved while the GIL is released for a poll.
 	ts *C.PyThreadState
+	// intake is C memory inside the Python loop object, which outlives
+	// this pyLoop (GoloopFree runs in its dealloc).
+	intake *C.goloop_intake
 }
 
 // The registry maps the int id a LoopBase stores to its pyLoop, so the hot
@@ -90,6 +93,29 @@ func guard(rc *C.int, l *pyLoop) {
 	}
 	setError(fmt.Errorf("goloop internal error (Go panic): %v", r))
 	*rc = -1
+}
+
+// Collect moves what C queued since the last tick into the core. It reads
+// the intake's C memory directly: no cgo call.
+func (l *pyLoop) Collect() {
+	in := l.intake
+	if in.nsoon > 0 {
+		for _, h := range unsafe.Slice(in.soon, in.nsoon) {
+			l.core.CallSoon(h)
+		}
+		in.nsoon = 0
+	}
+	if in.ntimers > 0 {
+		whens := unsafe.Slice(in.whens, in.ntimers)
+		for i, h := range unsafe.Slice(in.timers, in.ntimers) {
+			l.core.CallAt(float64(whens[i]), h)
+		}
+		in.ntimers = 0
+	}
+	if in.cancelled > 0 {
+		l.core.TimersCancelled(int(in.cancelled))
+		in.cancelled = 0
+	}
 }
 
 func (l *pyLoop) Run(h *C.PyObject) error {
