@@ -39,6 +39,7 @@ type recorder struct {
 	sigs  [][]byte
 
 	before, after func()
+	collect       func()
 	signalled     func([]byte) error
 
 	// unlocked is true between BeforePoll and AfterPoll, where the bridge
@@ -107,7 +108,7 @@ func (r *recorder) at(when float64, it *item) { r.l.CallAt(when, r.give(it)) }
 // then tell the loop.
 func (r *recorder) cancelTimer(it *item) {
 	it.cancelled = true
-	r.l.TimerCancelled()
+	r.l.TimersCancelled(1)
 }
 
 func (r *recorder) addReader(fd int, it *item) error { return r.l.AddReader(fd, r.give(it)) }
@@ -180,6 +181,15 @@ func (r *recorder) AfterPoll() {
 	r.log = append(r.log, "after")
 	if r.after != nil {
 		r.after()
+	}
+}
+
+// Collect is where an embedder would move items queued outside the loop;
+// the recorder queues directly, so there is nothing to move.
+func (r *recorder) Collect() {
+	r.locked("Collect")
+	if r.collect != nil {
+		r.collect()
 	}
 }
 

@@ -203,6 +203,9 @@ func (l *Loop[T]) tick() error {
 	if err != nil {
 		return err
 	}
+	// Callbacks another thread queued while this one slept run in this tick,
+	// as asyncio's call_soon_threadsafe appends straight to _ready.
+	l.hooks.Collect()
 	for _, p := range l.polled {
 		l.dispatch(p.fd, p.ev)
 	}
