@@ -184,8 +184,8 @@ func (r *recorder) AfterPoll() {
 	}
 }
 
-// Collect is where an embedder would move items queued outside the loop;
-// the recorder queues directly, so there is nothing to move.
+// Collect is where an embedder moves in items queued outside the loop;
+// the tests mostly queue directly, and set collect when they do not.
 func (r *recorder) Collect() {
 	r.locked("Collect")
 	if r.collect != nil {

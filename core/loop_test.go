@@ -504,6 +504,27 @@ func orderByDeadline(timers []*item, n int) []string {
 	return out
 }
 
+// TestCollectAtTickStart: what Collect schedules as a tick starts counts
+// as queued before that tick, so it runs in it; a Stop before Run allows
+// exactly that one tick.
+func TestCollectAtTickStart(t *testing.T) {
+	r := newLoop(t)
+	inbox := []*item{r.item("a", nil), r.item("b", nil)}
+	r.collect = func() {
+		for _, it := range inbox {
+			r.soon(it)
+		}
+		inbox = nil
+	}
+	r.l.Stop()
+	if err := r.run(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if diff := cmp.Diff([]string{"run:a", "run:b"}, r.takeLog()); diff != "" {
+		t.Errorf("log (-want +got):\n%s", diff)
+	}
+}
+
 // TestPollHooksOnlyWhenBlocking: BeforePoll and AfterPoll bracket only a
 // poll that may block, where the bridge lets go of the GIL.
 func TestPollHooksOnlyWhenBlocking(t *testing.T) {

@@ -396,6 +396,56 @@ func (ts *threadsafe) take() []string {
 	return in
 }
 
+func (ts *threadsafe) pending() bool {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return len(ts.inbox) > 0
+}
+
+// TestCollectRunsWhatWokeThePoll: a callback posted from another goroutine
+// during the poll is collected right after it and runs in that same tick.
+// AfterPoll asks to stop once the post is there, so Run ends with that tick:
+// a loop that collected only as the next tick started would return without
+// running it.
+func TestCollectRunsWhatWokeThePoll(t *testing.T) {
+	r := newLoop(t)
+	var ts threadsafe
+	polling := make(chan struct{}, 1)
+	r.before = func() {
+		select {
+		case polling <- struct{}{}:
+		default:
+		}
+	}
+	r.after = func() {
+		if ts.pending() {
+			r.l.Stop()
+		}
+	}
+	r.collect = func() {
+		for _, name := range ts.take() {
+			r.soon(r.item(name, nil))
+		}
+	}
+	done := r.start()
+	select {
+	case <-polling:
+	case err := <-done:
+		t.Fatalf("Run returned %v before it was woken", err)
+	case <-time.After(testTimeout):
+		t.Fatal("the loop never reached its poll")
+	}
+	if err := ts.send(r.l, "posted"); err != nil {
+		t.Fatalf("Wake: %v", err)
+	}
+	if err := r.wait(done); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if diff := cmp.Diff([]string{"run:posted"}, withoutPolls(r.takeLog())); diff != "" {
+		t.Errorf("log (-want +got):\n%s", diff)
+	}
+}
+
 // TestWakeInterruptsBlockingPoll: the loop blocks (forever, or until a far
 // timer) and only a Wake from another goroutine can end the poll.
 func TestWakeInterruptsBlockingPoll(t *testing.T) {
