@@ -128,8 +128,18 @@ func (r *recorder) drop(it *item, why string) {
 	it.refs--
 }
 
-func (r *recorder) Run(it *item) error {
-	r.locked("Run")
+// RunBatch runs the items one by one, as the bridge's C loop does.
+func (r *recorder) RunBatch(items []*item) (int, error) {
+	for i, it := range items {
+		if err := r.run1(it); err != nil {
+			return i + 1, err
+		}
+	}
+	return len(items), nil
+}
+
+func (r *recorder) run1(it *item) error {
+	r.locked("RunBatch")
 	r.drop(it, "Run")
 	it.ran++
 	if it.cancelled {

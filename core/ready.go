@@ -29,6 +29,20 @@ func (q *ready[T]) pop() T {
 	return v
 }
 
+// front returns up to n of the oldest items as one contiguous run of the
+// ring, without removing them (discard does, once they are consumed).
+func (q *ready[T]) front(n int) []T {
+	n = min(n, q.n, len(q.buf)-q.head)
+	return q.buf[q.head : q.head+n]
+}
+
+// discard removes the k oldest items.
+func (q *ready[T]) discard(k int) {
+	for i := 0; i < k; i++ {
+		q.pop()
+	}
+}
+
 // segments returns the queued items, oldest first, as the two contiguous
 // runs of the ring (the second is empty unless the queue wraps).
 func (q *ready[T]) segments() (a, b []T) {

@@ -11,6 +11,8 @@
 #ifndef GOLOOP_BRIDGE_H
 #define GOLOOP_BRIDGE_H
 
+#include <stdint.h>
+
 typedef struct _object PyObject;
 typedef struct _ts PyThreadState;
 typedef int (*goloop_visitproc)(PyObject *, void *);
@@ -30,7 +32,10 @@ typedef struct {
 } goloop_intake;
 
 /* handle.c */
-int  goloop_handle_run(PyObject *handle);      /* steals; -1: an exception that stops the loop */
+/* Runs n handles (PyObject pointers) in order, stealing each. Returns how
+ * many it consumed, negated if the last one raised an exception that stops
+ * the loop (KeyboardInterrupt, SystemExit). */
+long goloop_run_ready(uintptr_t *handles, long n);
 int  goloop_handle_cancelled(PyObject *handle);
 
 /* loop.c */

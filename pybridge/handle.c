@@ -139,14 +139,18 @@ handle_run_debug(HandleObject *h)
     return 0;
 }
 
-int
-goloop_handle_run(PyObject *obj)
+long
+goloop_run_ready(uintptr_t *handles, long n)
 {
-    HandleObject *h = (HandleObject *)obj;
-    h->scheduled = 0;
-    int rc = h->loop->debug ? handle_run_debug(h) : handle_run(h);
-    Py_DECREF(h);
-    return rc;
+    for (long i = 0; i < n; i++) {
+        HandleObject *h = (HandleObject *)handles[i];
+        h->scheduled = 0;
+        int rc = h->loop->debug ? handle_run_debug(h) : handle_run(h);
+        Py_DECREF(h);
+        if (rc < 0)
+            return -(i + 1);
+    }
+    return n;
 }
 
 int

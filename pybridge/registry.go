@@ -118,11 +118,16 @@ func (l *pyLoop) Collect() {
 	}
 }
 
-func (l *pyLoop) Run(h *C.PyObject) error {
-	if C.goloop_handle_run(h) != 0 {
-		return errPython
+// RunBatch hands a run of the ready queue (a Go slice of C pointers, valid
+// for the call) to C, which runs the handles in one crossing. The slice is
+// passed as uintptr_t words: they are C addresses, and typing them so spares
+// cgo's pointer check a walk over every element.
+func (l *pyLoop) RunBatch(items []*C.PyObject) (int, error) {
+	n := C.goloop_run_ready((*C.uintptr_t)(unsafe.Pointer(&items[0])), C.long(len(items)))
+	if n < 0 {
+		return int(-n), errPython
 	}
-	return nil
+	return int(n), nil
 }
 
 func (l *pyLoop) Cancelled(h *C.PyObject) bool { return C.goloop_handle_cancelled(h) != 0 }

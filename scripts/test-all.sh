@@ -69,6 +69,12 @@ sid_suite() {
         PYTHONASYNCIODEBUG=1 \$venv/bin/python $PYTEST -W error"
 }
 
+# pybridge's C includes Python.h: vet it against the first interpreter found.
+for v in 3.11 3.12 3.13 3; do
+    py=$(find_python "$v")
+    [ -n "$py" ] && break
+done
+export CGO_CFLAGS="-O2 -I$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
 step "go vet" go vet ./...
 step "go test" go test -count=1 ./...
 step "go test -race" go test -race -count=1 ./...
