@@ -7,7 +7,7 @@
  *
  * Ownership: a PyObject pointer given to Go through goloop_* entry points is
  * a new reference that Go owns until it passes it to goloop_handle_run
- * (which steals it) or goloop_decref. */
+ * (which steals it) or goloop_release. */
 #ifndef GOLOOP_BRIDGE_H
 #define GOLOOP_BRIDGE_H
 
@@ -36,6 +36,8 @@ typedef struct {
  * many it consumed, negated if the last one raised an exception that stops
  * the loop (KeyboardInterrupt, SystemExit). */
 long goloop_run_ready(uintptr_t *handles, long n);
+void goloop_release(PyObject *handle);   /* the loop's reference, given up */
+int  goloop_visit(PyObject *loop, goloop_visitproc visit, void *arg, uintptr_t *handles, long n);
 int  goloop_handle_cancelled(PyObject *handle);
 
 /* loop.c */
@@ -43,8 +45,6 @@ int  goloop_signalled(PyObject *loop, const char *data, long n); /* -1: stop the
 
 /* module.c */
 void goloop_incref(PyObject *o);
-void goloop_decref(PyObject *o);
-int  goloop_visit(goloop_visitproc visit, PyObject **items, long n, void *arg);
 PyThreadState *goloop_save_thread(void);
 void goloop_restore_thread(PyThreadState *ts);
 void goloop_set_runtime_error(const char *msg);

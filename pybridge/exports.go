@@ -139,11 +139,11 @@ func GoloopUnwatch(id C.int, fd C.int, write C.int) (rc C.int) {
 // GoloopTraverse reports the references the loop holds to the cyclic GC.
 //
 //export GoloopTraverse
-func GoloopTraverse(id C.int, visit C.goloop_visitproc, arg unsafe.Pointer) (rc C.int) {
+func GoloopTraverse(id C.int, self *C.PyObject, visit C.goloop_visitproc, arg unsafe.Pointer) (rc C.int) {
 	defer guard(&rc, nil)
 	loopOf(id).core.Each(func(items []*C.PyObject) {
 		if rc == 0 {
-			rc = C.goloop_visit(visit, &items[0], C.long(len(items)), arg)
+			rc = C.goloop_visit(self, visit, arg, (*C.uintptr_t)(unsafe.Pointer(&items[0])), C.long(len(items)))
 		}
 	})
 	return rc

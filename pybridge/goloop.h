@@ -65,6 +65,13 @@ extern Helpers goloop_helpers;
 extern PyObject *goloop_str_loop;           /* "loop" */
 extern PyObject *goloop_kwnames_loop;       /* ("loop",) */
 
+/* Handles the loop alone holds are not tracked by the cyclic GC: a burst of
+ * queued callbacks would otherwise be scanned by every young collection,
+ * which cost more than the rest of call_soon together. The loop's own
+ * traverse stands in for them (goloop_visit), and a handle is tracked as
+ * soon as something else may hold it: when it leaves the loop with other
+ * references left (goloop_release), or when it is made for Python code to
+ * keep (_handle). */
 HandleObject *goloop_handle_new(PyTypeObject *type, LoopObject *loop,
                                 PyObject *const *args, Py_ssize_t nargs,
                                 PyObject *context);

@@ -44,8 +44,42 @@ goloop_handle_new(PyTypeObject *type, LoopObject *loop,
             return NULL;
         }
     }
-    PyObject_GC_Track(h);
     return h;
+}
+
+void
+goloop_release(PyObject *h)
+{
+    if (Py_REFCNT(h) > 1 && !PyObject_GC_IsTracked(h))
+        PyObject_GC_Track(h);
+    Py_DECREF(h);
+}
+
+/* tp_traverse for the handles a loop holds (Go slices of C pointers, valid
+ * for this call). A tracked handle is visited as any object. An untracked
+ * one held by the loop alone is part of the loop: its references are the
+ * loop's, and its reference to the loop is the loop's own. An untracked one
+ * held elsewhere too is left out, so the GC treats what it references as
+ * reachable: at worst a cycle through an unclosed loop is kept, never
+ * freed early. */
+int
+goloop_visit(PyObject *loop, goloop_visitproc visit, void *arg, uintptr_t *items, long n)
+{
+    for (long i = 0; i < n; i++) {
+        HandleObject *h = (HandleObject *)items[i];
+        if (PyObject_GC_IsTracked((PyObject *)h)) {
+            Py_VISIT(h);
+        }
+        else if (Py_REFCNT(h) == 1) {
+            Py_VISIT(h->callback);
+            Py_VISIT(h->arg0);
+            Py_VISIT(h->args);
+            Py_VISIT(h->context);
+            Py_VISIT(h->source_traceback);
+            Py_VISIT(loop);
+        }
+    }
+    return 0;
 }
 
 static PyObject *
@@ -146,7 +180,7 @@ goloop_run_ready(uintptr_t *handles, long n)
         HandleObject *h = (HandleObject *)handles[i];
         h->scheduled = 0;
         int rc = h->loop->debug ? handle_run_debug(h) : handle_run(h);
-        Py_DECREF(h);
+        goloop_release((PyObject *)h);
         if (rc < 0)
             return -(i + 1);
     }

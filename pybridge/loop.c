@@ -386,7 +386,10 @@ loop_handle(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "_handle() missing callback");
         return NULL;
     }
-    return (PyObject *)goloop_handle_new(goloop_handle_type, self, args, nargs, NULL);
+    HandleObject *h = goloop_handle_new(goloop_handle_type, self, args, nargs, NULL);
+    if (h != NULL)
+        PyObject_GC_Track(h);   /* kept by Python code, not by the loop */
+    return (PyObject *)h;
 }
 
 /* _add_callback(handle): queue an existing handle unless it is cancelled. */
@@ -460,14 +463,18 @@ static int
 loop_traverse(LoopObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->current_handle);
+    /* The handles queued here and in Go are references this loop owns. */
     goloop_intake *in = &self->intake;
-    for (long i = 0; i < in->nsoon; i++)
-        Py_VISIT(in->soon[i]);
-    for (long i = 0; i < in->ntimers; i++)
-        Py_VISIT(in->timers[i]);
-    /* The handles queued in Go are references this loop owns. */
+    int r = goloop_visit((PyObject *)self, (goloop_visitproc)visit, arg,
+                         (uintptr_t *)in->soon, in->nsoon);
+    if (r)
+        return r;
+    r = goloop_visit((PyObject *)self, (goloop_visitproc)visit, arg,
+                     (uintptr_t *)in->timers, in->ntimers);
+    if (r)
+        return r;
     if (self->id >= 0 && !goloop_forked) {
-        int r = GoloopTraverse(self->id, (goloop_visitproc)visit, arg);
+        r = GoloopTraverse(self->id, (PyObject *)self, (goloop_visitproc)visit, arg);
         if (r)
             return r;
     }

@@ -9,20 +9,7 @@ PyObject *goloop_str_loop;
 PyObject *goloop_kwnames_loop;
 
 void goloop_incref(PyObject *o) { Py_INCREF(o); }
-void goloop_decref(PyObject *o) { Py_DECREF(o); }
 
-/* tp_traverse over an array of Go-held references (a Go slice of C
- * pointers, valid for this call only). */
-int
-goloop_visit(goloop_visitproc visit, PyObject **items, long n, void *arg)
-{
-    for (long i = 0; i < n; i++) {
-        int r = visit(items[i], arg);
-        if (r)
-            return r;
-    }
-    return 0;
-}
 
 PyThreadState *goloop_save_thread(void) { return PyEval_SaveThread(); }
 void goloop_restore_thread(PyThreadState *ts) { PyEval_RestoreThread(ts); }

@@ -132,7 +132,7 @@ func (l *pyLoop) RunBatch(items []*C.PyObject) (int, error) {
 
 func (l *pyLoop) Cancelled(h *C.PyObject) bool { return C.goloop_handle_cancelled(h) != 0 }
 func (l *pyLoop) Retain(h *C.PyObject)         { C.goloop_incref(h) }
-func (l *pyLoop) Release(h *C.PyObject)        { C.goloop_decref(h) }
+func (l *pyLoop) Release(h *C.PyObject)        { C.goloop_release(h) }
 
 // BeforePoll releases the GIL: the only place it is (design README §1).
 func (l *pyLoop) BeforePoll() { l.ts = C.goloop_save_thread() }
