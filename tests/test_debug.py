@@ -93,6 +93,7 @@ def test_fast_callbacks_are_not_logged(loop, asyncio_log):
 
 
 def test_slow_callbacks_are_not_logged_without_debug(loop, asyncio_log):
+    loop.set_debug(False)  # the suite may run with PYTHONASYNCIODEBUG=1
     loop.slow_callback_duration = 0.05
     loop.call_soon(slow_callback)
     run_briefly(loop)
@@ -133,6 +134,7 @@ def test_non_debug_coroutine_callback_behaves_as_asyncio(loop):
     # Without debug asyncio accepts it; calling the coroutine object fails
     # when the callback runs, and that goes to the exception handler.
     def scenario(lp):
+        lp.set_debug(False)
         contexts = []
         lp.set_exception_handler(lambda lp_, ctx: contexts.append(ctx))
         coro = coro_func()
