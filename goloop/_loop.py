@@ -130,11 +130,13 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
     _check_callback = _Base._check_callback
     _check_thread = _Base._check_thread
 
+    # create_task is native; it calls _create_task_slow with a task factory
+    # or in debug mode.
     if sys.version_info >= (3, 14):
-        create_task = _Base.create_task
+        _create_task_slow = _Base.create_task
     else:
 
-        def create_task(self, coro, *, name=None, context=None, **kwargs):
+        def _create_task_slow(self, coro, *, name=None, context=None, **kwargs):
             """Schedule a coroutine object.
 
             Return a task object. Extra keyword arguments go to the Task (or
@@ -325,4 +327,4 @@ def _extract_stack():
     return format_helpers.extract_stack(sys._getframe(1))
 
 
-_goloop._set_helpers(_callback_failed, _log_slow, _extract_stack, futures.Future)
+_goloop._set_helpers(_callback_failed, _log_slow, _extract_stack, futures.Future, tasks.Task)

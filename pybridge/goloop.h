@@ -13,6 +13,7 @@ typedef struct {
     char closed;
     char debug;
     PyObject *current_handle;  /* the running handle, in debug mode only */
+    PyObject *task_factory;    /* asyncio's _task_factory, read on every create_task */
     goloop_intake intake;
 } LoopObject;
 
@@ -59,11 +60,14 @@ typedef struct {
     PyObject *log_slow;          /* (handle, seconds) -> None */
     PyObject *extract_stack;     /* () -> list */
     PyObject *future_type;       /* asyncio.Future */
+    PyObject *task_type;         /* asyncio.Task */
 } Helpers;
 extern Helpers goloop_helpers;
 
 extern PyObject *goloop_str_loop;           /* "loop" */
 extern PyObject *goloop_kwnames_loop;       /* ("loop",) */
+extern PyObject *goloop_str_context;        /* "context" */
+extern PyObject *goloop_str_create_task_slow;
 
 /* Handles the loop alone holds are not tracked by the cyclic GC: a burst of
  * queued callbacks would otherwise be scanned by every young collection,

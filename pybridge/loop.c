@@ -101,7 +101,9 @@ parse_callback(const char *method, PyObject *const *args, Py_ssize_t nargs,
         Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
         for (Py_ssize_t i = 0; i < nk; i++) {
             PyObject *key = PyTuple_GET_ITEM(kwnames, i);
-            if (PyUnicode_CompareWithASCIIString(key, "context") != 0) {
+            /* keywords arrive interned: the pointer test is the fast path */
+            if (key != goloop_str_context &&
+                PyUnicode_CompareWithASCIIString(key, "context") != 0) {
                 PyErr_Format(PyExc_TypeError,
                              "%s() got an unexpected keyword argument '%U'", method, key);
                 return -1;
@@ -269,6 +271,41 @@ loop_create_future(LoopObject *self, PyObject *Py_UNUSED(ignored))
 {
     PyObject *args[1] = {(PyObject *)self};
     return PyObject_Vectorcall(goloop_helpers.future_type, args, 0, goloop_kwnames_loop);
+}
+
+/* create_task(coro, **kwargs): Task(coro, loop=self, **kwargs) straight
+ * from C in the common case. With a task factory or in debug mode (where
+ * asyncio trims the task's source traceback) it defers to the Python
+ * _create_task_slow, which is asyncio's own create_task. */
+static PyObject *
+loop_create_task(LoopObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs == 1 && !self->debug && !self->closed &&
+        (self->task_factory == NULL || self->task_factory == Py_None) && nkw < 8) {
+        PyObject *stack[10];
+        stack[0] = args[0];
+        stack[1] = (PyObject *)self;
+        for (Py_ssize_t i = 0; i < nkw; i++)
+            stack[2 + i] = args[1 + i];
+        if (nkw == 0)
+            return PyObject_Vectorcall(goloop_helpers.task_type, stack, 1, goloop_kwnames_loop);
+        PyObject *names = PyTuple_New(nkw + 1);
+        if (names == NULL)
+            return NULL;
+        PyTuple_SET_ITEM(names, 0, Py_NewRef(goloop_str_loop));
+        for (Py_ssize_t i = 0; i < nkw; i++)
+            PyTuple_SET_ITEM(names, i + 1, Py_NewRef(PyTuple_GET_ITEM(kwnames, i)));
+        PyObject *task = PyObject_Vectorcall(goloop_helpers.task_type, stack, 1, names);
+        Py_DECREF(names);
+        return task;
+    }
+    PyObject *method = PyObject_GetAttr((PyObject *)self, goloop_str_create_task_slow);
+    if (method == NULL)
+        return NULL;
+    PyObject *task = PyObject_Vectorcall(method, args, nargs, kwnames);
+    Py_DECREF(method);
+    return task;
 }
 
 static PyObject *
@@ -450,6 +487,7 @@ loop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->closed = 0;
     self->debug = 0;
     self->current_handle = NULL;
+    self->task_factory = NULL;
     memset(&self->intake, 0, sizeof(self->intake));
     self->id = GoloopNew(&self->intake);
     if (self->id < 0) {
@@ -463,6 +501,7 @@ static int
 loop_traverse(LoopObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->current_handle);
+    Py_VISIT(self->task_factory);
     /* The handles queued here and in Go are references this loop owns. */
     goloop_intake *in = &self->intake;
     int r = goloop_visit((PyObject *)self, (goloop_visitproc)visit, arg,
@@ -485,6 +524,7 @@ static int
 loop_clear(LoopObject *self)
 {
     Py_CLEAR(self->current_handle);
+    Py_CLEAR(self->task_factory);
     if (self->id >= 0 && !goloop_forked)
         GoloopClear(self->id);
     return 0;
@@ -549,6 +589,8 @@ static PyMethodDef loop_methods[] = {
     {"stop", (PyCFunction)loop_stop, METH_NOARGS, "Stop running the event loop."},
     {"create_future", (PyCFunction)loop_create_future, METH_NOARGS,
      "Create a Future object attached to the loop."},
+    {"create_task", (PyCFunction)(void (*)(void))loop_create_task, METH_FASTCALL | METH_KEYWORDS,
+     "Schedule or begin executing a coroutine object.\n\nReturn a task object."},
     {"_run", (PyCFunction)loop_run, METH_NOARGS, NULL},
     {"_close", (PyCFunction)loop_close_core, METH_NOARGS, NULL},
     {"_write_to_self", (PyCFunction)loop_write_to_self, METH_NOARGS, NULL},
@@ -571,6 +613,7 @@ static PyGetSetDef loop_getset[] = {
 
 static PyMemberDef loop_members[] = {
     {"_current_handle", T_OBJECT, offsetof(LoopObject, current_handle), 0, NULL},
+    {"_task_factory", T_OBJECT, offsetof(LoopObject, task_factory), 0, NULL},
     {NULL}
 };
 

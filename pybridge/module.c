@@ -7,6 +7,8 @@ int goloop_forked = 0;
 Helpers goloop_helpers;
 PyObject *goloop_str_loop;
 PyObject *goloop_kwnames_loop;
+PyObject *goloop_str_context;
+PyObject *goloop_str_create_task_slow;
 
 void goloop_incref(PyObject *o) { Py_INCREF(o); }
 
@@ -77,14 +79,15 @@ after_fork_in_child(PyObject *m, PyObject *Py_UNUSED(ignored))
 static PyObject *
 set_helpers(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "_set_helpers() takes 4 arguments");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "_set_helpers() takes 5 arguments");
         return NULL;
     }
     Py_XSETREF(goloop_helpers.callback_failed, Py_NewRef(args[0]));
     Py_XSETREF(goloop_helpers.log_slow, Py_NewRef(args[1]));
     Py_XSETREF(goloop_helpers.extract_stack, Py_NewRef(args[2]));
     Py_XSETREF(goloop_helpers.future_type, Py_NewRef(args[3]));
+    Py_XSETREF(goloop_helpers.task_type, Py_NewRef(args[4]));
     Py_RETURN_NONE;
 }
 
@@ -144,7 +147,10 @@ PyInit__goloop(void)
     if (goloop_str_loop == NULL)
         return NULL;
     goloop_kwnames_loop = PyTuple_Pack(1, goloop_str_loop);
-    if (goloop_kwnames_loop == NULL)
+    goloop_str_context = PyUnicode_InternFromString("context");
+    goloop_str_create_task_slow = PyUnicode_InternFromString("_create_task_slow");
+    if (goloop_kwnames_loop == NULL || goloop_str_context == NULL ||
+        goloop_str_create_task_slow == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
