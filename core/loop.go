@@ -132,6 +132,11 @@ func (l *Loop[T]) Stop() { l.stopping = true }
 // goroutine.
 func (l *Loop[T]) Wake() error { return l.poller.wake() }
 
+// WakeFD is the eventfd behind Wake, for an embedder that wakes the loop
+// from code that cannot call Go cheaply: writing an 8-byte count to it
+// interrupts a poll. Such writers coalesce their own wake-ups.
+func (l *Loop[T]) WakeFD() int { return l.poller.wakefd }
+
 // SignalFD is the write end of the signal pipe.
 func (l *Loop[T]) SignalFD() int { return l.poller.signalFD() }
 

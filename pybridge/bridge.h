@@ -29,6 +29,8 @@ typedef struct {
     double *whens;
     long ntimers, captimers;
     long cancelled;   /* scheduled timers cancelled since the last collect */
+    int wakefd;       /* the core's eventfd (WakeFD) */
+    int wake_pending; /* a wake-up was written since the last collect */
 } goloop_intake;
 
 /* handle.c */

@@ -25,6 +25,7 @@ func GoloopNew(intake *C.goloop_intake) (rc C.int) {
 		return -1
 	}
 	l.core = c
+	intake.wakefd = C.int(c.WakeFD())
 	return C.int(register(l))
 }
 

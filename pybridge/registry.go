@@ -116,6 +116,9 @@ func (l *pyLoop) Collect() {
 		l.core.TimersCancelled(int(in.cancelled))
 		in.cancelled = 0
 	}
+	// Whatever a wake-up announced is collected now; the next
+	// call_soon_threadsafe writes the eventfd again.
+	in.wake_pending = 0
 }
 
 // RunBatch hands a run of the ready queue (a Go slice of C pointers, valid
