@@ -8,13 +8,19 @@ built.
 
 The policy API (get_event_loop_policy, set_event_loop, ...) is never used:
 it is deprecated on 3.14+, and the suite turns warnings into errors.
+
+Tests of behaviour that differs between Python versions of stock asyncio
+run the scenario on a stock loop inside the test (support.run_on_reference)
+and expect the same. After a fully passing run, the session fails if any
+goloop loop was not freed.
 """
 
 import ast
-import asyncio
 import faulthandler
+import gc
 import logging
 import pathlib
+import sys
 
 import pytest
 
@@ -114,3 +120,22 @@ def asyncio_log(caplog):
     """caplog capturing the 'asyncio' logger from DEBUG up."""
     caplog.set_level(logging.DEBUG, logger="asyncio")
     return caplog
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Once every test passed, every goloop loop the suite made must have
+    been freed (goloop counts the Go core loops still alive)."""
+    native = sys.modules.get("goloop._goloop")
+    if native is None or exitstatus != 0:
+        return
+    for _ in range(3):
+        gc.collect()
+    live = native._live_loops()
+    if live:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = f"goloop leak check: {live} Go core loop(s) still alive after the suite"
+        if reporter is not None:
+            reporter.write_sep("=", message, red=True)
+        else:
+            print(message, file=sys.stderr)

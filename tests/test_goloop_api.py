@@ -97,6 +97,38 @@ def test_equal_deadlines_fire_in_scheduling_order(goloop):
         lp.close()
 
 
+def test_loops_are_freed(goloop):
+    # goloop counts its Go core loops; each is freed with its Python loop.
+    import gc
+    from goloop import _goloop
+
+    async def main():
+        await asyncio.sleep(0)
+
+    def live():
+        gc.collect()
+        return _goloop._live_loops()
+
+    baseline = live()
+    lp = goloop.new()
+    assert live() == baseline + 1
+    lp.call_later(3600, print)
+    lp.run_until_complete(main())
+    lp.close()
+    del lp
+    assert live() == baseline
+    for _ in range(20):
+        goloop.run(main())
+        with asyncio.Runner(loop_factory=goloop.new) as runner:
+            runner.run(main())
+    assert live() == baseline
+    unclosed = goloop.new()
+    with pytest.warns(ResourceWarning, match="unclosed event loop"):
+        del unclosed
+        gc.collect()
+    assert live() == baseline
+
+
 # -- what importing goloop does --------------------------------------------
 
 IMPORT_PROBE = """
