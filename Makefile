@@ -11,7 +11,7 @@ PY_INCLUDE := $(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_paths(
 EXT := goloop/_goloop$(EXT_SUFFIX)
 GO_SOURCES := $(wildcard core/*.go pybridge/*.go pybridge/*.c pybridge/*.h) go.mod go.sum
 
-.PHONY: build test test-go test-python test-cgocheck2 bench example clean
+.PHONY: build test test-go test-python test-cgocheck2 bench example clean conformance
 
 build: $(EXT)
 
@@ -44,3 +44,9 @@ example: build
 clean:
 	rm -f goloop/_goloop*.so goloop/_goloop*.h
 	rm -rf build dist *.egg-info .venvs
+
+# CPython's own test.test_asyncio against goloop; expected failures with their
+# reasons are in tests/conformance/expectations.txt. Extra options (--json
+# FILE, -j N, module names) go in CONFORMANCE_ARGS.
+conformance: build
+	$(PYTHON) tests/conformance/run_cpython.py $(CONFORMANCE_ARGS)

@@ -138,10 +138,15 @@ def _version_matches(version, spec):
 
 
 def match_expectation(test_id, entries):
+    """(kind, reason) of the entry for test_id, or None; a skip entry wins
+    over an xfail one."""
+    found = None
     for pattern, kind, reason in entries:
         if fnmatch.fnmatchcase(test_id, pattern):
-            return kind, reason
-    return None
+            if kind == "skip":
+                return kind, reason
+            found = found or (kind, reason)
+    return found
 
 
 # ---------------------------------------------------------------------------
@@ -152,7 +157,7 @@ _loops_created = 0
 
 def _install_goloop():
     """Patches 1 and 2 of the docstring. Return the factory."""
-    sys.path.insert(0, REPO)
+    sys.path.insert(0, os.environ.get("GOLOOP_CONFORMANCE_PATH") or REPO)
     import asyncio
     import asyncio.events
 
@@ -425,7 +430,7 @@ def list_modules(python):
     return [m for m in out.stdout.split() if m not in EXCLUDED_MODULES]
 
 
-def run_module(python, module, timeout, module_timeout, log_dir):
+def run_module(python, module, timeout, module_timeout, log_dir, goloop_path):
     """Run one module in child processes until every test has a result."""
     records = {}
     order = []
@@ -443,7 +448,8 @@ def run_module(python, module, timeout, module_timeout, log_dir):
             cmd = [python, os.path.abspath(__file__), "--child", module,
                    "--result", result_path, "--exclude", exclude_path,
                    "--timeout", str(timeout)]
-            env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            env = dict(os.environ, GOLOOP_CONFORMANCE_PATH=goloop_path,
+                       PYTHONPATH=goloop_path + os.pathsep + os.environ.get("PYTHONPATH", ""))
             env.setdefault("PYTHONFAULTHANDLER", "1")
             log_path = os.path.join(log_dir, f"{module}.{attempts}.log") if log_dir else os.devnull
             remaining = max(deadline - time.monotonic(), 1)
@@ -562,6 +568,9 @@ def main(argv=None):
     ap.add_argument("--module-timeout", type=float, default=900, help="per-module time limit (s)")
     ap.add_argument("-j", "--jobs", type=int, default=1, help="modules run at once")
     ap.add_argument("--log-dir", help="keep each child's output here")
+    ap.add_argument("--goloop-path", default=REPO,
+                    help="directory holding the goloop package to test, built for --python "
+                         "(default: this checkout)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print each failure's traceback")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
@@ -585,14 +594,15 @@ def main(argv=None):
     def one(module):
         t0 = time.monotonic()
         recs = classify(run_module(args.python, module, args.timeout, args.module_timeout,
-                                   args.log_dir), entries)
+                                   args.log_dir, os.path.abspath(args.goloop_path)), entries)
         results[module] = recs
         c = summarize(recs)
         print(f"  {module:<26} {c['run']:>5} run {c['passed']:>5} passed {c['failed']:>4} failed "
               f"{c['xfail']:>4} xfail {c['xpass']:>3} xpass {c['skipped']:>4} skipped "
               f"{c['n/a']:>4} n/a   ({time.monotonic() - t0:.0f}s)", flush=True)
 
-    print(f"CPython {full_version} test.test_asyncio against goloop ({args.python})", flush=True)
+    print(f"CPython {full_version} test.test_asyncio against goloop in {args.goloop_path} "
+          f"({args.python})", flush=True)
     if args.jobs > 1:
         from concurrent.futures import ThreadPoolExecutor
 
