@@ -34,9 +34,9 @@ typedef struct {
 } goloop_intake;
 
 /* handle.c */
-/* Runs n handles (PyObject pointers) in order, stealing each. Returns how
- * many it consumed, negated if the last one raised an exception that stops
- * the loop (KeyboardInterrupt, SystemExit). */
+/* Runs n handles (PyObject pointers) in order, stealing each and zeroing its
+ * slot. Returns how many it consumed, negated if the last one raised an
+ * exception that stops the loop (KeyboardInterrupt, SystemExit). */
 long goloop_run_ready(uintptr_t *handles, long n);
 void goloop_release(PyObject *handle);   /* the loop's reference, given up */
 int  goloop_visit(PyObject *loop, goloop_visitproc visit, void *arg, uintptr_t *handles, long n);

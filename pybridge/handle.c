@@ -67,6 +67,8 @@ goloop_visit(PyObject *loop, goloop_visitproc visit, void *arg, uintptr_t *items
 {
     for (long i = 0; i < n; i++) {
         HandleObject *h = (HandleObject *)items[i];
+        if (h == NULL)   /* consumed by the batch being run */
+            continue;
         if (PyObject_GC_IsTracked((PyObject *)h)) {
             Py_VISIT(h);
         }
@@ -180,6 +182,10 @@ goloop_run_ready(uintptr_t *handles, long n)
         HandleObject *h = (HandleObject *)handles[i];
         h->scheduled = 0;
         int rc = h->loop->debug ? handle_run_debug(h) : handle_run(h);
+        /* The slot stays in Go's queue until the batch returns; clear it
+         * before the handle may be freed, so a GC pass started by a later
+         * callback (which traverses the loop) does not visit it. */
+        handles[i] = 0;
         goloop_release((PyObject *)h);
         if (rc < 0)
             return -(i + 1);
