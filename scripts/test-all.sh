@@ -58,7 +58,10 @@ sid_suite() {
     local v=$1 modcache
     modcache=$(go env GOMODCACHE)
     go mod download || return 1
-    "$SID" run -b "$PWD:/src" -b "$modcache:/gomodcache" -w /src -e CI -- bash -c "
+    # The host's CA bundle goes in too: pip inside the root must trust the
+    # same (possibly intercepting) proxy the host does.
+    "$SID" run -b "$PWD:/src" -b "$modcache:/gomodcache" -b /etc/ssl/certs:/hostcerts \
+        -e CI -e PIP_CERT=/hostcerts/ca-certificates.crt -w /src -- bash -c "
         set -e
         export PATH=/usr/local/go/bin:\$PATH GOMODCACHE=/gomodcache GOFLAGS='-mod=mod -buildvcs=false' GOPROXY=off
         venv=.venvs/$v
