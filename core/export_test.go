@@ -100,3 +100,18 @@ func (l *Loop[T]) ScratchHeld(isZero func(T) bool) int {
 
 // CancelledCount is the loop's count of cancelled timers in the heap.
 func (l *Loop[T]) CancelledCount() int { return l.cancelled }
+
+// Soon and Later expose the core's task queue to the tests.
+func (l *Loop[T]) Soon(fn func() error) error { return l.soon(fn) }
+
+// Later returns a cancel function.
+func (l *Loop[T]) Later(delay float64, fn func() error) (cancel func(), err error) {
+	t, err := l.later(delay, fn)
+	if err != nil {
+		return nil, err
+	}
+	return func() { t.cancelled = true }, nil
+}
+
+// Tasks counts the deferred tasks and task timers pending.
+func (l *Loop[T]) Tasks() (soon, timers int) { return l.tasks.len(), l.taskTimers.len() }

@@ -11,6 +11,7 @@ package core
 
 import (
 	"errors"
+	"fmt"
 	"math"
 )
 
@@ -26,7 +27,9 @@ type Hooks[T any] interface {
 	// per callback. A non-nil error stops the loop at once: Loop.Run
 	// returns it, and the items after the failing one stay queued for the
 	// next Run, as in asyncio. Items scheduled while a batch runs are
-	// queued behind it; the batch slice stays valid meanwhile.
+	// queued behind it; the batch slice stays valid meanwhile. RunBatch
+	// may set the slots of consumed items to the zero value (Each reports
+	// them so until the batch returns).
 	RunBatch(items []T) (int, error)
 	// Cancelled reports whether a timer or watcher item was cancelled.
 	Cancelled(item T) bool
@@ -42,6 +45,35 @@ type Hooks[T any] interface {
 	// Signalled receives the bytes written to SignalFD (signal numbers);
 	// an error stops the loop as from Run.
 	Signalled(sig []byte) error
+}
+
+// IO is a descriptor the core services itself (a Stream, Listener or
+// Datagram) rather than by queueing the embedder's items: the second kind of
+// watcher, next to AddReader/AddWriter.
+type IO interface {
+	// Ready is called on the loop thread after the poll (after AfterPoll,
+	// so with the embedder's lock held) and before the tick runs timers
+	// and ready items, with the events the descriptor is ready for among
+	// those it is registered for. It may register, modify and unregister
+	// any descriptor, its own included. A non-nil error ends Run at once,
+	// which returns it; events not yet dispatched in that poll are dropped
+	// (the poller is level-triggered: they are reported again).
+	Ready(ev Events) error
+}
+
+// InUseError reports a descriptor that is watched in the other way: by an
+// IO when items were to be added, or by items (or another IO) when an IO
+// was to be registered. asyncio raises RuntimeError for the same clash.
+type InUseError struct {
+	FD    int
+	Owner IO // the IO that has the descriptor; nil if AddReader/AddWriter items watch it
+}
+
+func (e *InUseError) Error() string {
+	if e.Owner != nil {
+		return fmt.Sprintf("File descriptor %d is used by transport", e.FD)
+	}
+	return fmt.Sprintf("File descriptor %d is watched by add_reader() or add_writer()", e.FD)
 }
 
 // ErrClosed is returned by operations on a closed loop.
@@ -68,14 +100,29 @@ const (
 	skipPollFor = 1e-3
 )
 
-type polledFD struct {
+type polledFD[T any] struct {
 	fd int
 	ev Events
+	w  *watcher[T] // the watcher fd had when dispatch began (see tick)
 }
 
+// watchKind tells the two kinds of watcher apart.
+type watchKind uint8
+
+const (
+	// watchItems: the embedder's reader and writer items are queued when
+	// the descriptor is ready (AddReader, AddWriter).
+	watchItems watchKind = iota
+	// watchIO: the core's own IO is called (Register).
+	watchIO
+)
+
+// watcher is one watched descriptor, of either kind.
 type watcher[T any] struct {
+	kind           watchKind
 	events         Events // registered with the poller
-	reader, writer T
+	reader, writer T      // watchItems
+	io             IO     // watchIO
 }
 
 // Loop is one event loop.
@@ -92,10 +139,17 @@ type Loop[T any] struct {
 	// for AfterPoll: its hooks (Cancelled, Retain, Release) need the lock
 	// that BeforePoll gave up, and while it is given up another thread may
 	// be using the ready queue and the watchers.
-	polled   []polledFD
-	stopping bool
-	running  bool
-	closed   bool
+	polled []polledFD[T]
+	// tasks are Go calls deferred by IOs (a transport's connection-lost
+	// notification), run in FIFO order with the ready items, and
+	// taskTimers those scheduled for later (a listener's accept retry);
+	// see deferred.go.
+	tasks      ready[*task]
+	taskTimers timerHeap[*task]
+	rbuf       []byte // the read buffer IOs share (readBuffer)
+	stopping   bool
+	running    bool
+	closed     bool
 }
 
 // New creates a loop with its own poller.
@@ -192,11 +246,15 @@ func (l *Loop[T]) tick() error {
 		}
 	}
 
+	for l.taskTimers.len() > 0 && l.taskTimers.head().item.cancelled {
+		l.taskTimers.pop()
+	}
+
 	msec := -1
-	if l.ready.len() > 0 || l.stopping {
+	if l.ready.len() > 0 || l.tasks.len() > 0 || l.stopping {
 		msec = 0
-	} else if l.timers.len() > 0 {
-		timeout := l.timers.head().when - Now()
+	} else if when, ok := l.nextTimer(); ok {
+		timeout := when - Now()
 		switch {
 		case timeout > maxTimeout:
 			timeout = maxTimeout
@@ -230,28 +288,74 @@ func (l *Loop[T]) tick() error {
 	// Callbacks another thread queued while this one slept run in this tick,
 	// as asyncio's call_soon_threadsafe appends straight to _ready.
 	l.hooks.Collect()
-	for _, p := range l.polled {
-		l.dispatch(p.fd, p.ev)
+	// An IO's Ready runs user code, which may close descriptors reported
+	// in this same poll and open new ones under the same numbers. So each
+	// fd is looked up once, before anything runs, and dispatched only if
+	// that watcher is still the one registered: a stale event never
+	// reaches a watcher registered after the poll.
+	for i := range l.polled {
+		l.polled[i].w = l.watchers[l.polled[i].fd]
 	}
+	var failed error
+	for _, p := range l.polled {
+		if failed = l.dispatch(p); failed != nil {
+			break
+		}
+	}
+	clear(l.polled) // drop the watcher pointers
 	l.polled = l.polled[:0]
 	if sig != nil {
-		if err := l.hooks.Signalled(sig); err != nil {
-			return err
+		// The signal bytes were drained from the pipe: deliver them even
+		// when an IO failed, or the signals would be lost.
+		if err := l.hooks.Signalled(sig); err != nil && failed == nil {
+			failed = err
 		}
+	}
+	if failed != nil {
+		return failed
 	}
 
 	return l.runReady()
 }
 
-// runReady queues the due timers and runs the callbacks ready now.
+// nextTimer returns when the earliest timer (the embedder's or the core's
+// own) is due.
+func (l *Loop[T]) nextTimer() (float64, bool) {
+	switch {
+	case l.timers.len() > 0 && l.taskTimers.len() > 0:
+		return min(l.timers.head().when, l.taskTimers.head().when), true
+	case l.timers.len() > 0:
+		return l.timers.head().when, true
+	case l.taskTimers.len() > 0:
+		return l.taskTimers.head().when, true
+	}
+	return 0, false
+}
+
+// runReady queues the due timers and runs the callbacks ready now: the
+// embedder's items and the core's tasks, each task after the items that
+// were queued before it (as if both were in asyncio's one _ready deque).
 func (l *Loop[T]) runReady() error {
 	end := Now() + clockResolution
 	for l.timers.len() > 0 && l.timers.head().when < end {
 		l.ready.push(l.timers.pop())
 	}
+	l.dueTasks(end)
 
-	for n := l.ready.len(); n > 0; {
-		done, err := l.hooks.RunBatch(l.ready.front(n))
+	n, d := l.ready.len(), l.tasks.len()
+	for n > 0 || d > 0 {
+		k := n // items to run before the next task
+		if d > 0 {
+			k = min(n, int(int64(l.tasks.peek().at)-int64(l.ready.out)))
+		}
+		if k <= 0 {
+			d--
+			if err := l.runTask(l.tasks.pop()); err != nil {
+				return err
+			}
+			continue
+		}
+		done, err := l.hooks.RunBatch(l.ready.front(k))
 		l.ready.discard(done)
 		n -= done
 		if err != nil {
@@ -262,14 +366,25 @@ func (l *Loop[T]) runReady() error {
 }
 
 // collect records a ready descriptor for dispatch after the poll.
-func (l *Loop[T]) collect(fd int, ev Events) { l.polled = append(l.polled, polledFD{fd, ev}) }
+func (l *Loop[T]) collect(fd int, ev Events) {
+	l.polled = append(l.polled, polledFD[T]{fd: fd, ev: ev})
+}
 
-// dispatch queues the callbacks watching fd, as asyncio's _process_events:
-// a cancelled watcher is removed instead of run.
-func (l *Loop[T]) dispatch(fd int, ev Events) {
-	w := l.watchers[fd]
-	if w == nil {
-		return
+// dispatch is where readiness is routed, for both kinds of watcher. Items
+// are queued, as asyncio's _process_events does (a cancelled item is removed
+// instead); an IO is called at once.
+func (l *Loop[T]) dispatch(p polledFD[T]) error {
+	w, fd, ev := p.w, p.fd, p.ev
+	if w == nil || l.watchers[fd] != w {
+		return nil // unwatched, or closed and reused, since the poll
+	}
+	if w.kind == watchIO {
+		// Only what it still wants: an earlier IO in this batch may have
+		// paused it.
+		if ev &= w.events; ev != 0 {
+			return w.io.Ready(ev)
+		}
+		return nil
 	}
 	if ev&Read != 0 && w.events&Read != 0 {
 		if l.hooks.Cancelled(w.reader) {
@@ -287,6 +402,7 @@ func (l *Loop[T]) dispatch(fd int, ev Events) {
 			l.ready.push(w.writer)
 		}
 	}
+	return nil
 }
 
 // AddReader makes item run whenever fd is readable, replacing (and
@@ -303,12 +419,79 @@ func (l *Loop[T]) RemoveReader(fd int) (bool, error) { return l.unwatch(fd, Read
 // RemoveWriter is RemoveReader for writing.
 func (l *Loop[T]) RemoveWriter(fd int) (bool, error) { return l.unwatch(fd, Write) }
 
-// Watching reports which events fd is watched for.
+// Watching reports which events fd is watched for, by items or by an IO.
 func (l *Loop[T]) Watching(fd int) Events {
 	if w := l.watchers[fd]; w != nil {
 		return w.events
 	}
 	return 0
+}
+
+// Register makes the loop call io.Ready when fd is ready for any of ev
+// (which may be 0: the IO then owns fd without polling it). The fd must not
+// be watched already, by items or by an IO (InUseError), nor be one of the
+// loop's own. The loop holds io until Unregister, Clear or Close; it never
+// closes fd.
+func (l *Loop[T]) Register(fd int, io IO, ev Events) error {
+	if l.closed {
+		return ErrClosed
+	}
+	if io == nil {
+		return errors.New("core: Register with a nil IO")
+	}
+	if w := l.watchers[fd]; w != nil {
+		return &InUseError{FD: fd, Owner: w.io}
+	}
+	if err := l.poller.ctl(fd, 0, ev); err != nil {
+		return err
+	}
+	l.watchers[fd] = &watcher[T]{kind: watchIO, events: ev, io: io}
+	return nil
+}
+
+// Modify changes the events an IO's fd is polled for. On a closed loop it
+// fails only when asked to poll (ErrClosed), as asyncio's _add_reader
+// raises and _remove_reader does not.
+func (l *Loop[T]) Modify(fd int, ev Events) error {
+	w := l.watchers[fd]
+	if w == nil || w.kind != watchIO {
+		if l.closed {
+			if ev != 0 {
+				return ErrClosed
+			}
+			return nil
+		}
+		return fmt.Errorf("core: fd %d is not registered by an IO", fd)
+	}
+	if ev == w.events {
+		return nil
+	}
+	if err := l.poller.ctl(fd, w.events, ev); err != nil {
+		return err
+	}
+	w.events = ev
+	return nil
+}
+
+// Unregister forgets the IO registered for fd, before its owner closes it
+// (the poller drops a closed descriptor by itself, but the loop would go on
+// believing fd is taken). A fd with no IO is left alone.
+func (l *Loop[T]) Unregister(fd int) error {
+	w := l.watchers[fd]
+	if w == nil || w.kind != watchIO {
+		return nil
+	}
+	delete(l.watchers, fd)
+	return l.poller.ctl(fd, w.events, 0)
+}
+
+// Owner returns the IO registered for fd, or nil: what asyncio's
+// _ensure_fd_no_transport asks before add_reader and friends.
+func (l *Loop[T]) Owner(fd int) IO {
+	if w := l.watchers[fd]; w != nil && w.kind == watchIO {
+		return w.io
+	}
+	return nil
 }
 
 func (l *Loop[T]) watch(fd int, ev Events, item T) error {
@@ -318,7 +501,10 @@ func (l *Loop[T]) watch(fd int, ev Events, item T) error {
 	}
 	w := l.watchers[fd]
 	if w == nil {
-		w = &watcher[T]{}
+		w = &watcher[T]{kind: watchItems}
+	} else if w.kind == watchIO {
+		l.hooks.Release(item)
+		return &InUseError{FD: fd, Owner: w.io}
 	}
 	if w.events&ev == 0 {
 		if err := l.poller.ctl(fd, w.events, w.events|ev); err != nil {
@@ -342,6 +528,9 @@ func (l *Loop[T]) watch(fd int, ev Events, item T) error {
 
 func (l *Loop[T]) unwatch(fd int, ev Events) (bool, error) {
 	w := l.watchers[fd]
+	if w != nil && w.kind == watchIO {
+		return false, &InUseError{FD: fd, Owner: w.io}
+	}
 	if w == nil || w.events&ev == 0 {
 		return false, nil
 	}
@@ -377,6 +566,9 @@ func (l *Loop[T]) Each(f func([]T)) {
 		scratch = append(scratch, l.timers.h[i].item)
 	}
 	for _, w := range l.watchers {
+		if w.kind == watchIO {
+			continue
+		}
 		if w.events&Read != 0 {
 			scratch = append(scratch, w.reader)
 		}
@@ -392,7 +584,10 @@ func (l *Loop[T]) Each(f func([]T)) {
 }
 
 // Clear releases every item the loop holds without running it, as asyncio's
-// close() clears _ready and _scheduled. The loop stays usable.
+// close() clears _ready and _scheduled. It also forgets the registered IOs
+// (without telling them: as when asyncio closes its selector under open
+// transports) and drops the core's pending tasks, so a transport whose
+// Lost was scheduled never gets it. The loop stays usable.
 func (l *Loop[T]) Clear() {
 	for l.ready.len() > 0 {
 		l.hooks.Release(l.ready.pop())
@@ -401,8 +596,16 @@ func (l *Loop[T]) Clear() {
 		l.hooks.Release(l.timers.pop())
 	}
 	l.cancelled = 0
+	for l.tasks.len() > 0 {
+		l.tasks.pop()
+	}
+	l.taskTimers = timerHeap[*task]{}
 	for fd, w := range l.watchers {
 		l.poller.ctl(fd, w.events, 0) // the fd may be closed already: nothing to report
+		if w.kind == watchIO {
+			delete(l.watchers, fd)
+			continue
+		}
 		if w.events&Read != 0 {
 			l.hooks.Release(w.reader)
 		}

@@ -5,8 +5,9 @@ package core
 // call_soon costs no allocation (CPython uses collections.deque for _ready).
 type ready[T any] struct {
 	buf  []T
-	head int // index of the oldest item
-	n    int // number of items
+	head int    // index of the oldest item
+	n    int    // number of items
+	out  uint64 // items ever popped: with n, a position in the stream of items
 }
 
 func (q *ready[T]) len() int { return q.n }
@@ -26,8 +27,16 @@ func (q *ready[T]) pop() T {
 	q.buf[q.head] = zero // drop the reference for the garbage collector
 	q.head = (q.head + 1) & (len(q.buf) - 1)
 	q.n--
+	q.out++
 	return v
 }
+
+// pushed counts the items ever pushed: a task deferred now runs once the
+// items pushed before it have been consumed (see Loop.runReady).
+func (q *ready[T]) pushed() uint64 { return q.out + uint64(q.n) }
+
+// peek returns the oldest item; the caller checks len first.
+func (q *ready[T]) peek() T { return q.buf[q.head] }
 
 // front returns up to n of the oldest items as one contiguous run of the
 // ring, without removing them (discard does, once they are consumed).

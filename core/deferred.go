@@ -1,0 +1,90 @@
+package core
+
+// The core's own callbacks. A transport must sometimes notify its embedder
+// later rather than from inside the call that caused it: asyncio delivers
+// connection_lost through call_soon after abort() or a fatal error, so that
+// protocol code never runs re-entrantly inside transport.write(), and the
+// listener retries accept() through call_later after EMFILE. The embedder's
+// items are opaque to the core, so these are Go functions (tasks) kept in a
+// FIFO and a heap of their own, run by the tick in the same phase as the
+// items: a task deferred while k items had been pushed runs once those k
+// items have been consumed and before the items pushed after it, which is
+// the order one shared _ready deque would give. Tasks run on the loop
+// thread with the embedder's lock held, like the items.
+
+// task is one deferred Go call.
+type task struct {
+	fn        func() error
+	at        uint64 // the ready queue's pushed() count when it was queued
+	cancelled bool   // a cancelled timer is skipped (Listener.Stop)
+}
+
+// IOLoop is what the core's transports need from a loop: any *Loop[T]
+// satisfies it, whatever T, and only a *Loop[T] can (its unexported methods
+// keep it sealed).
+type IOLoop interface {
+	Register(fd int, io IO, ev Events) error
+	Modify(fd int, ev Events) error
+	Unregister(fd int) error
+	Owner(fd int) IO
+	soon(fn func() error) error
+	later(delay float64, fn func() error) (*task, error)
+	readBuffer() []byte
+}
+
+var _ IOLoop = (*Loop[int])(nil)
+
+// maxRead is the most one read takes: asyncio's _SelectorTransport.max_size
+// (256 KiB), which is also the size of uvloop's per-loop receive buffer.
+const maxRead = 256 << 10
+
+// readBuffer returns the loop's one read buffer, shared by all its IOs:
+// one per loop rather than per connection, as in uvloop, since a read is
+// handed to the sink and done with before the next IO runs.
+func (l *Loop[T]) readBuffer() []byte {
+	if l.rbuf == nil {
+		l.rbuf = make([]byte, maxRead)
+	}
+	return l.rbuf
+}
+
+// soon runs fn in the next ready phase; it fails only on a closed loop, as
+// asyncio's call_soon raises RuntimeError('Event loop is closed').
+func (l *Loop[T]) soon(fn func() error) error {
+	if l.closed {
+		return ErrClosed
+	}
+	l.tasks.push(&task{fn: fn, at: l.ready.pushed()})
+	return nil
+}
+
+// later runs fn once delay seconds have passed, unless the returned task is
+// cancelled first.
+func (l *Loop[T]) later(delay float64, fn func() error) (*task, error) {
+	if l.closed {
+		return nil, ErrClosed
+	}
+	t := &task{fn: fn}
+	l.taskTimers.push(Now()+delay, t)
+	return t, nil
+}
+
+// dueTasks moves the task timers due before end to the task FIFO, behind
+// the items queued so far (the due embedder timers among them).
+func (l *Loop[T]) dueTasks(end float64) {
+	for l.taskTimers.len() > 0 && l.taskTimers.head().when < end {
+		t := l.taskTimers.pop()
+		if !t.cancelled {
+			t.at = l.ready.pushed()
+			l.tasks.push(t)
+		}
+	}
+}
+
+func (l *Loop[T]) runTask(t *task) error {
+	if t.cancelled {
+		return nil
+	}
+	t.cancelled = true // a timer's owner may still hold it: make cancel a no-op
+	return t.fn()
+}
