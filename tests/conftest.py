@@ -20,6 +20,7 @@ import faulthandler
 import gc
 import logging
 import pathlib
+import signal
 import sys
 
 import pytest
@@ -27,6 +28,12 @@ import pytest
 import support
 
 LOOP_KINDS = ("asyncio", "goloop")
+
+# Started in the background, the suite inherits SIGINT ignored and Python
+# keeps it so; the signal tests expect the KeyboardInterrupt handler an
+# interactive start installs.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # A hung test dumps every thread's stack and ends the run instead of hanging
 # CI; the slowest test (a leak round) takes well under this.

@@ -308,6 +308,14 @@ def read_until(fd, marker, timeout):
     return data
 
 
+def interactive_sigint():
+    # A suite started in the background (make test &, some CI runners)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt
+    # handler; give the child the default disposition an interactive shell
+    # gives it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("entry", ["run", "Runner", "asyncio.run"])
 def test_ctrl_c_stops_a_sleeping_program(loop_kind, entry):
     if entry == "asyncio.run" and sys.version_info < (3, 12):
@@ -315,7 +323,8 @@ def test_ctrl_c_stops_a_sleeping_program(loop_kind, entry):
     proc = subprocess.Popen(
         [sys.executable, "-c", CTRL_C_CHILD, loop_kind, entry],
         cwd=support.REPO, env=child_env(), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=interactive_sigint)
     try:
         out = read_until(proc.stdout.fileno(), b"ready\n", GUARD)
         proc.send_signal(signal.SIGINT)
