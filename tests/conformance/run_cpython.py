@@ -35,6 +35,14 @@ event loop policy of its own:
    hook makes ``new_loop`` return a goloop loop with the ``shutdown_ag_run``
    flag the test's tearDown checks, and patch 1 is undone for that module so
    that the test policy is still the one asked.
+5. An IsolatedAsyncioTestCase class that sets its own ``loop_factory``
+   (3.14's test_taskgroups: ``asyncio.EventLoop``, or a function calling
+   ``asyncio.EventLoop()``) gets the wrapper instead, or its function is
+   called with ``asyncio.EventLoop`` patched to the wrapper.
+
+To test a clean build rather than this working tree, export a commit
+(``git archive HEAD | tar -x -C DIR``), ``make build`` there, and pass
+``--goloop-path DIR``.
 
 Which tests count
 =================
@@ -232,6 +240,37 @@ def _parametrize_loops(mod, factory):
         setattr(mod, name, variant)
 
 
+def _patch_loop_factories(mod, factory):
+    """Patch 5: IsolatedAsyncioTestCase classes of the module that name
+    their own loop_factory (3.14's test_taskgroups: asyncio.EventLoop, or a
+    function that calls asyncio.EventLoop() and sets a task factory) get
+    goloop instead: asyncio.EventLoop itself becomes the goloop factory,
+    and a function is called with asyncio.EventLoop patched likewise."""
+    import asyncio
+
+    for obj in list(vars(mod).values()):
+        if not (isinstance(obj, type) and issubclass(obj, unittest.IsolatedAsyncioTestCase)
+                and obj.__module__ == mod.__name__ and "loop_factory" in vars(obj)):
+            continue
+        lf = vars(obj)["loop_factory"]
+        if lf is None:
+            continue
+        if lf is asyncio.EventLoop:
+            new = factory
+        else:
+            fn = lf.__func__ if isinstance(lf, staticmethod) else lf
+
+            def new(fn=fn):
+                saved = asyncio.EventLoop
+                asyncio.EventLoop = factory
+                try:
+                    return fn()
+                finally:
+                    asyncio.EventLoop = saved
+
+        obj.loop_factory = staticmethod(new)
+
+
 def short_id(test):
     tid = test.id()
     prefix = "test.test_asyncio."
@@ -357,6 +396,7 @@ def child_main(module, result_path, exclude_path, timeout):
     if hook is not None:
         hook(mod, factory, original_new_event_loop)
     _parametrize_loops(mod, factory)
+    _patch_loop_factories(mod, factory)
 
     exclude = set()
     if exclude_path:
