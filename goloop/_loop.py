@@ -19,13 +19,24 @@ import threading
 import time
 import warnings
 import weakref
-from asyncio import base_events, coroutines, events, format_helpers, futures, tasks, unix_events
+import selectors
+from asyncio import (
+    base_events,
+    coroutines,
+    events,
+    format_helpers,
+    futures,
+    selector_events,
+    tasks,
+    unix_events,
+)
 
 from . import _goloop
 
 __all__ = ("Loop",)
 
 _Base = base_events.BaseEventLoop
+_Selector = selector_events.BaseSelectorEventLoop
 _Unix = unix_events._UnixSelectorEventLoop
 _logger = base_events.logger
 
@@ -57,6 +68,8 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
         self._old_agen_hooks = None
         self._signal_handlers = {}
         self._saved_wakeup_fd = None
+        # fd -> transport, for _ensure_fd_no_transport (as selector loops)
+        self._transports = weakref.WeakValueDictionary()
 
     __repr__ = _Base.__repr__
     __del__ = _Base.__del__
@@ -169,25 +182,52 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
     set_default_executor = _Base.set_default_executor
     _check_default_executor = _Base._check_default_executor
 
-    # Ready-based callback registration methods.
+    # Network I/O methods. The sock_* coroutines are asyncio's own,
+    # written over _add_reader/_add_writer, which here register with the Go
+    # poller; getaddrinfo and getnameinfo run in the default executor, as
+    # in asyncio, and return exactly what the socket module does.
 
-    def add_reader(self, fd, callback, *args):
-        """Start monitoring the file descriptor for read availability."""
-        self._check_closed()
-        return self._add_reader(_fileobj_to_fd(fd), callback, *args)
+    getaddrinfo = _Base.getaddrinfo
+    getnameinfo = _Base.getnameinfo
+    _getaddrinfo_debug = _Base._getaddrinfo_debug
+    _ensure_resolved = _Base._ensure_resolved
 
-    def remove_reader(self, fd):
-        """Stop monitoring the file descriptor for read availability."""
-        return self._remove_reader(_fileobj_to_fd(fd))
+    sock_recv = _Selector.sock_recv
+    _sock_recv = _Selector._sock_recv
+    sock_recv_into = _Selector.sock_recv_into
+    _sock_recv_into = _Selector._sock_recv_into
+    sock_recvfrom = _Selector.sock_recvfrom
+    _sock_recvfrom = _Selector._sock_recvfrom
+    sock_recvfrom_into = _Selector.sock_recvfrom_into
+    _sock_recvfrom_into = _Selector._sock_recvfrom_into
+    sock_sendall = _Selector.sock_sendall
+    _sock_sendall = _Selector._sock_sendall
+    sock_sendto = _Selector.sock_sendto
+    _sock_sendto = _Selector._sock_sendto
+    sock_connect = _Selector.sock_connect
+    _sock_connect = _Selector._sock_connect
+    _sock_connect_cb = _Selector._sock_connect_cb
+    sock_accept = _Selector.sock_accept
+    _sock_accept = _Selector._sock_accept
+    _sock_read_done = _Selector._sock_read_done
+    _sock_write_done = _Selector._sock_write_done
 
-    def add_writer(self, fd, callback, *args):
-        """Start monitoring the file descriptor for write availability."""
-        self._check_closed()
-        return self._add_writer(_fileobj_to_fd(fd), callback, *args)
+    sock_sendfile = _Base.sock_sendfile
+    _check_sendfile_params = _Base._check_sendfile_params
+    _sock_sendfile_fallback = _Base._sock_sendfile_fallback
+    _sock_sendfile_native = _Unix._sock_sendfile_native
+    _sock_sendfile_native_impl = _Unix._sock_sendfile_native_impl
+    _sock_sendfile_update_filepos = _Unix._sock_sendfile_update_filepos
+    _sock_add_cancellation_callback = _Unix._sock_add_cancellation_callback
 
-    def remove_writer(self, fd):
-        """Stop monitoring the file descriptor for write availability."""
-        return self._remove_writer(_fileobj_to_fd(fd))
+    # Ready-based callback registration methods (_add_reader & co. are
+    # native).
+
+    add_reader = _Selector.add_reader
+    remove_reader = _Selector.remove_reader
+    add_writer = _Selector.add_writer
+    remove_writer = _Selector.remove_writer
+    _ensure_fd_no_transport = _Selector._ensure_fd_no_transport
 
     # Signal handling.
 
@@ -287,13 +327,6 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
     _set_coroutine_origin_tracking = _Base._set_coroutine_origin_tracking
 
 
-def _fileobj_to_fd(fileobj):
-    # selectors' rules and messages, as asyncio's selector loop applies them.
-    from selectors import _fileobj_to_fd
-
-    return _fileobj_to_fd(fileobj)
-
-
 # The Python halves of native cold paths.
 
 
@@ -327,4 +360,6 @@ def _extract_stack():
     return format_helpers.extract_stack(sys._getframe(1))
 
 
-_goloop._set_helpers(_callback_failed, _log_slow, _extract_stack, futures.Future, tasks.Task)
+_goloop._set_helpers(
+    _callback_failed, _log_slow, _extract_stack, futures.Future, tasks.Task, selectors._fileobj_to_fd
+)

@@ -61,6 +61,7 @@ typedef struct {
     PyObject *extract_stack;     /* () -> list */
     PyObject *future_type;       /* asyncio.Future */
     PyObject *task_type;         /* asyncio.Task */
+    PyObject *fileobj_to_fd;     /* selectors._fileobj_to_fd: its rules and messages */
 } Helpers;
 extern Helpers goloop_helpers;
 

@@ -361,11 +361,17 @@ loop_signal_fd(LoopObject *self, PyObject *Py_UNUSED(ignored))
     return PyLong_FromLong(GoloopSignalFD(self->id));
 }
 
-/* An fd number already checked by the Python face; -1 with an exception. */
+/* An fd or an object with fileno(), by selectors' rules; -1 with an
+ * exception. */
 static int
 goloop_as_fd(PyObject *o)
 {
-    long fd = PyLong_AsLong(o);
+    PyObject *num = PyLong_CheckExact(o) ? Py_NewRef(o)
+                                         : PyObject_CallOneArg(goloop_helpers.fileobj_to_fd, o);
+    if (num == NULL)
+        return -1;
+    long fd = PyLong_AsLong(num);
+    Py_DECREF(num);
     if (fd == -1 && PyErr_Occurred())
         return -1;
     if (fd < 0 || fd > INT_MAX) {

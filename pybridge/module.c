@@ -79,8 +79,8 @@ after_fork_in_child(PyObject *m, PyObject *Py_UNUSED(ignored))
 static PyObject *
 set_helpers(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "_set_helpers() takes 5 arguments");
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "_set_helpers() takes 6 arguments");
         return NULL;
     }
     Py_XSETREF(goloop_helpers.callback_failed, Py_NewRef(args[0]));
@@ -88,6 +88,7 @@ set_helpers(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     Py_XSETREF(goloop_helpers.extract_stack, Py_NewRef(args[2]));
     Py_XSETREF(goloop_helpers.future_type, Py_NewRef(args[3]));
     Py_XSETREF(goloop_helpers.task_type, Py_NewRef(args[4]));
+    Py_XSETREF(goloop_helpers.fileobj_to_fd, Py_NewRef(args[5]));
     Py_RETURN_NONE;
 }
 
