@@ -1,0 +1,47 @@
+package core
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The socket calls the transports make that x/sys/unix has no cheap form
+// for. Linux-only like poller_linux.go: a BSD port needs SO_NOSIGPIPE
+// where MSG_NOSIGNAL is used here.
+
+// sendmsg writes iov to a connected socket with one system call. It is
+// written out because unix.SendmsgBuffers allocates its iovecs on every
+// call. MSG_NOSIGNAL turns a write to a reset connection into EPIPE instead
+// of SIGPIPE whatever the process's signal disposition (CPython ignores
+// SIGPIPE, but an embedder need not be CPython).
+func sendmsg(fd int, iov []unix.Iovec) (int, error) {
+	var msg unix.Msghdr
+	msg.Iov = &iov[0]
+	msg.SetIovlen(len(iov))
+	n, _, e := unix.Syscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_NOSIGNAL)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// checkNonblocking fails for a descriptor in blocking mode, which would
+// stall the whole loop on its first read or write.
+func checkNonblocking(fd int) error {
+	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		return wrap("fcntl", err)
+	}
+	if flags&unix.O_NONBLOCK == 0 {
+		return errBlocking
+	}
+	return nil
+}
+
+// again reports the errors after which a non-blocking call is simply
+// retried at the next readiness: EAGAIN (nothing to do now) and EINTR (a
+// signal arrived first; rare on non-blocking sockets, but the level-
+// triggered poll reports the descriptor again either way, so nothing is
+// lost by returning rather than looping).
+func again(err error) bool { return err == unix.EAGAIN || err == unix.EINTR }

@@ -1,0 +1,344 @@
+package core
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// StreamSink receives a Stream's events, on the loop thread. See
+// transport.go for what an error returned from any of its methods means.
+type StreamSink interface {
+	TransportSink
+	// Data is called with the bytes of one read (asyncio's
+	// data_received). b is the loop's shared read buffer, valid only
+	// during the call: copy what must be kept. Not called on a
+	// BufferedStreamSink.
+	Data(b []byte) error
+	// EOF is called when the peer has shut down its sending side
+	// (eof_received). keepOpen true stops reading for good and leaves the
+	// stream open for writing; false closes it as Close does.
+	EOF() (keepOpen bool, err error)
+}
+
+// BufferedStreamSink is a StreamSink that provides the memory reads go
+// into (asyncio.BufferedProtocol); the stream checks for it in NewStream
+// and SetSink. The bridge can return a []byte over C memory (a Python
+// buffer's, through unsafe.Slice), and the socket is read straight into
+// it: no Go buffer and no copy. The same serves a plain Protocol, reading
+// into a fresh bytes object before handing it to data_received.
+type BufferedStreamSink interface {
+	StreamSink
+	// GetBuffer returns where the next read goes (one read, of up to
+	// len(buf) bytes). hint is -1, as asyncio passes: no size suggested.
+	// Returning an empty buffer fails the stream with ErrEmptyBuffer;
+	// asyncio reports that as a fatal protocol error, so the sink should
+	// rather raise it itself (then ForceClose and return a nil buffer).
+	GetBuffer(hint int) ([]byte, error)
+	// BufferUpdated is called exactly once after each GetBuffer that
+	// returned a non-empty buffer and no error, with the number of bytes
+	// read into it. n == 0 means nothing was (the socket had nothing, is
+	// at EOF — EOF follows — or failed): the sink must only release the
+	// buffer then, not call protocol.buffer_updated. The buffer is not
+	// touched after this call.
+	BufferUpdated(n int) error
+}
+
+// Stream is a connected SOCK_STREAM socket, TCP or Unix, serviced by the
+// loop: asyncio's _SelectorSocketTransport without its Python. It reads up
+// to 256 KiB per readiness, writes at once when nothing is buffered and
+// copies what the socket does not take into its write buffer, which it
+// sends with sendmsg (up to 1024 iovecs) on writability, with flow control
+// through the sink.
+//
+// Ownership: the embedder owns fd (in the bridge, Python's socket object
+// does) and the stream never closes it. NewStream registers fd with the
+// loop; the stream unregisters it once done with it, which is before Lost
+// is called, and as Abort or ForceClose returns. From then the embedder may
+// close it. Closing fd any other way leaves the loop watching a stale
+// number (Loop.Owner keeps reporting it as taken).
+//
+// Every method is called on the loop thread, or with the lock the loop
+// thread holds outside its poll (the bridge's GIL).
+type Stream struct {
+	transport
+	sink  StreamSink
+	bsink BufferedStreamSink // sink, if it is one
+	wb    writeBuf
+	iov   []unix.Iovec // reused by each sendmsg
+	eof   bool         // WriteEOF called
+}
+
+var _ IO = (*Stream)(nil)
+
+// NewStream makes fd, a connected non-blocking stream socket, a transport
+// of loop: registered (so no add_reader can take it) but not read until
+// Start.
+func NewStream(loop IOLoop, fd int, sink StreamSink) (*Stream, error) {
+	s := &Stream{}
+	s.SetSink(sink)
+	if err := s.init(loop, fd, s, sink); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// SetSink replaces the sink (asyncio's set_protocol, which start_tls
+// uses); the next read uses the new one's mode. A no-op after Lost.
+func (s *Stream) SetSink(sink StreamSink) {
+	if s.done {
+		return
+	}
+	s.sink, s.transport.sink = sink, sink
+	s.bsink, _ = sink.(BufferedStreamSink)
+}
+
+// Write sends b, or the part of it the socket does not take at once from a
+// copy later. It may call PauseWriting. A fatal socket error does not fail
+// the Write: it closes the stream (Lost(err) is scheduled), as asyncio's
+// write() does. Writes after that are counted (LostWrites) and dropped.
+func (s *Stream) Write(b []byte) error {
+	if s.eof {
+		return ErrWriteAfterEOF
+	}
+	if len(b) == 0 {
+		return nil
+	}
+	if s.lost {
+		s.lostWrites++
+		return nil
+	}
+	if s.wb.size() == 0 {
+		// Try now: most writes go out whole without ever polling.
+		n, fatal, err := s.sendNow(append(s.iov[:0], iovec(b)))
+		if fatal {
+			return err
+		}
+		if b = b[n:]; len(b) == 0 {
+			return nil
+		}
+	}
+	s.wb.append(b)
+	if err := s.sync(); err != nil {
+		return err
+	}
+	return s.maybePause()
+}
+
+// WriteLines is Write of the buffers' concatenation (writelines), in one
+// sendmsg when nothing is buffered.
+func (s *Stream) WriteLines(bufs [][]byte) error {
+	if s.eof {
+		return ErrWriteAfterEOF
+	}
+	iov := s.iov[:0]
+	for _, b := range bufs {
+		if len(b) > 0 && len(iov) < maxIovecs {
+			iov = append(iov, iovec(b))
+		}
+	}
+	if len(iov) == 0 {
+		return nil
+	}
+	if s.lost {
+		clear(iov)
+		s.lostWrites++
+		return nil
+	}
+	if s.wb.size() == 0 {
+		n, fatal, err := s.sendNow(iov)
+		if fatal {
+			return err
+		}
+		for len(bufs) > 0 && n >= len(bufs[0]) {
+			n -= len(bufs[0])
+			bufs = bufs[1:]
+		}
+		if len(bufs) > 0 {
+			s.wb.append(bufs[0][n:])
+			bufs = bufs[1:]
+		}
+	} else {
+		clear(iov)
+	}
+	for _, b := range bufs {
+		s.wb.append(b)
+	}
+	if s.wb.size() == 0 {
+		return nil
+	}
+	if err := s.sync(); err != nil {
+		return err
+	}
+	return s.maybePause()
+}
+
+// WriteEOF shuts down the sending side (SHUT_WR) once the buffer is
+// flushed: at once if it is empty, when an error is returned to the
+// caller; later, when an error fails the stream. A no-op when closing or
+// called twice.
+func (s *Stream) WriteEOF() error {
+	if s.closing || s.eof {
+		return nil
+	}
+	s.eof = true
+	if s.wb.size() == 0 {
+		return s.shutdown()
+	}
+	return nil
+}
+
+// Ready reads, then writes: the order of asyncio's _process_events.
+func (s *Stream) Ready(ev Events) error {
+	if ev&Read != 0 && s.interest&Read != 0 {
+		var err error
+		if s.bsink != nil {
+			err = s.readInto()
+		} else {
+			err = s.read()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	// Reading may have closed the stream or emptied the buffer.
+	if ev&Write != 0 && s.interest&Write != 0 {
+		return s.flush()
+	}
+	return nil
+}
+
+// read is _read_ready__data_received: one read per readiness, so that one
+// busy connection cannot starve the others; the poll is level-triggered,
+// so what is left is read on the next tick.
+func (s *Stream) read() error {
+	buf := s.loop.readBuffer()
+	n, err := unix.Read(s.fd, buf)
+	switch {
+	case err != nil:
+		return s.readFailed(err)
+	case n == 0:
+		return s.eofReceived()
+	}
+	return s.sink.Data(buf[:n])
+}
+
+// readInto is _read_ready__get_buffer.
+func (s *Stream) readInto() error {
+	bs := s.bsink
+	buf, err := bs.GetBuffer(-1)
+	if err != nil {
+		return err
+	}
+	if len(buf) == 0 {
+		if !s.lost {
+			return s.ForceClose(ErrEmptyBuffer)
+		}
+		return nil
+	}
+	if s.lost { // the sink failed the stream, yet lent a buffer
+		return bs.BufferUpdated(0)
+	}
+	n, rerr := unix.Read(s.fd, buf)
+	if rerr != nil {
+		n = 0
+	}
+	if err := bs.BufferUpdated(n); err != nil {
+		return err
+	}
+	switch {
+	case rerr != nil:
+		return s.readFailed(rerr)
+	case n == 0:
+		return s.eofReceived()
+	}
+	return nil
+}
+
+func (s *Stream) readFailed(err error) error {
+	if again(err) {
+		return nil
+	}
+	if s.lost { // the sink failed the stream during BufferUpdated(0)
+		return nil
+	}
+	return s.ForceClose(wrap("read", err))
+}
+
+// eofReceived is _read_ready__on_eof.
+func (s *Stream) eofReceived() error {
+	if s.lost {
+		return nil
+	}
+	keepOpen, err := s.sink.EOF()
+	if err != nil || s.lost {
+		return err
+	}
+	if keepOpen {
+		s.readDone = true
+		return s.sync()
+	}
+	return s.Close()
+}
+
+// flush is _write_sendmsg: send what the socket takes, then resume the
+// writer, and once the buffer is empty stop polling and finish a Close or
+// a WriteEOF.
+func (s *Stream) flush() error {
+	iov := s.wb.iovecs(s.iov[:0])
+	n, fatal, err := s.sendNow(iov)
+	if fatal {
+		return err
+	}
+	s.wb.consume(n)
+	if err := s.maybeResume(); err != nil { // it may write, or close
+		return err
+	}
+	if s.lost || s.wb.size() > 0 {
+		return nil
+	}
+	if err := s.sync(); err != nil {
+		return err
+	}
+	switch {
+	case s.closing:
+		return s.lostNow(nil)
+	case s.eof:
+		if err := s.shutdown(); err != nil {
+			return s.ForceClose(err)
+		}
+	}
+	return nil
+}
+
+// sendNow sends what the socket takes of iov. A fatal error closes the
+// stream; fatal reports it, with ForceClose's own error.
+func (s *Stream) sendNow(iov []unix.Iovec) (n int, fatal bool, err error) {
+	n, serr := sendmsg(s.fd, iov)
+	clear(iov) // keep no pointer into the caller's memory or sent blocks
+	s.iov = iov[:0]
+	switch {
+	case serr == nil:
+		return n, false, nil
+	case again(serr):
+		return 0, false, nil
+	}
+	return 0, true, s.ForceClose(wrap("sendmsg", serr))
+}
+
+func (s *Stream) shutdown() error {
+	if err := unix.Shutdown(s.fd, unix.SHUT_WR); err != nil {
+		return wrap("shutdown", err)
+	}
+	return nil
+}
+
+func iovec(b []byte) unix.Iovec {
+	return unix.Iovec{Base: unsafe.SliceData(b), Len: uint64(len(b))}
+}
+
+// transportImpl.
+func (s *Stream) bufferSize() int { return s.wb.size() }
+func (s *Stream) buffered() bool  { return s.wb.size() > 0 }
+func (s *Stream) dropBuffer()     { s.wb.reset() }
+func (s *Stream) forgetSink()     { s.sink, s.bsink = nil, nil }
