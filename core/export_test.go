@@ -115,3 +115,6 @@ func (l *Loop[T]) Later(delay float64, fn func() error) (cancel func(), err erro
 
 // Tasks counts the deferred tasks and task timers pending.
 func (l *Loop[T]) Tasks() (soon, timers int) { return l.tasks.len(), l.taskTimers.len() }
+
+// SetRetryDelay shortens a listener's wait after EMFILE for the tests.
+func (ln *Listener) SetRetryDelay(secs float64) { ln.delay = secs }
