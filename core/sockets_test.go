@@ -171,11 +171,14 @@ type sink struct {
 	fd   int
 	got  []byte // what Data received, unless data is set
 
-	data   func(b []byte) error
-	eof    func() (bool, error)
-	pause  func() error
-	resume func() error
-	lost   func(err error) error
+	data     func(b []byte) error
+	eof      func() (bool, error)
+	pause    func() error
+	resume   func() error
+	lost     func(err error) error
+	datagram func(b []byte, from unix.Sockaddr) error
+	onError  func(err error) error
+	froms    []unix.Sockaddr
 	// shutOnLost shuts the socket down in Lost, as the embedder closing
 	// it would (the test's cleanup closes it): the peer sees EOF.
 	shutOnLost bool
@@ -232,6 +235,24 @@ func (s *sink) Lost(err error) error {
 	}
 	if s.lost != nil {
 		return s.lost(err)
+	}
+	return nil
+}
+
+// Datagram logs the payload and keeps the sender's address.
+func (s *sink) Datagram(b []byte, from unix.Sockaddr) error {
+	s.logf("dgram:%s", b)
+	s.froms = append(s.froms, from)
+	if s.datagram != nil {
+		return s.datagram(b, from)
+	}
+	return nil
+}
+
+func (s *sink) Error(err error) error {
+	s.logf("error:%s", errName(err))
+	if s.onError != nil {
+		return s.onError(err)
 	}
 	return nil
 }

@@ -1,0 +1,208 @@
+package core
+
+import "golang.org/x/sys/unix"
+
+// DatagramSink receives a Datagram's events, on the loop thread. See
+// transport.go for what an error returned from any of its methods means.
+type DatagramSink interface {
+	TransportSink
+	// Datagram is called with one datagram (datagram_received); b is
+	// the loop's shared read buffer, valid only during the call. from
+	// is the sender's address, nil if the kernel gave none.
+	Datagram(b []byte, from unix.Sockaddr) error
+	// Error reports a failed send or receive (error_received): for
+	// instance ECONNREFUSED on a connected UDP socket after the peer's
+	// ICMP port unreachable. The transport stays open.
+	Error(err error) error
+}
+
+// maxDatagramsPerReady bounds the datagrams read per readiness, as libuv's
+// uv__udp_recvmsg reads up to 32. asyncio reads one, so a burst costs one
+// poll and one loop tick per datagram; unbounded, one flooded socket would
+// starve every other descriptor and the ready callbacks.
+const maxDatagramsPerReady = 32
+
+// Datagram is a UDP or Unix datagram socket serviced by the loop: asyncio's
+// _SelectorDatagramTransport without its Python. Sends go out at once when
+// nothing is queued; a send the socket refuses with EAGAIN is queued (a
+// copy) and retried on writability, with the water marks applied to the
+// queued bytes. Ownership is as for Stream: the embedder owns fd, the
+// transport never closes it, and unregisters it before Lost.
+type Datagram struct {
+	transport
+	sink     DatagramSink
+	queue    []outDatagram // unsent, oldest first from head
+	head     int
+	qbytes   int // bytes counted against the water marks
+	overhead int // bytes counted per queued datagram besides its payload
+}
+
+type outDatagram struct {
+	b  []byte
+	to unix.Sockaddr
+}
+
+var _ IO = (*Datagram)(nil)
+
+// NewDatagram makes fd, a non-blocking datagram socket, a transport of
+// loop: registered, not read until Start.
+func NewDatagram(loop IOLoop, fd int, sink DatagramSink) (*Datagram, error) {
+	d := &Datagram{sink: sink}
+	if err := d.init(loop, fd, d, sink); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// SetSink replaces the sink (set_protocol). A no-op after Lost.
+func (d *Datagram) SetSink(sink DatagramSink) {
+	if d.done {
+		return
+	}
+	d.sink, d.transport.sink = sink, sink
+}
+
+// SetOverhead makes each queued datagram count n bytes more than its
+// payload in GetWriteBufferSize and against the water marks. CPython 3.13
+// counts 8 for the UDP header; earlier versions 0, the default. (3.13.0
+// adds the 8 when queueing but does not subtract it when sending; this
+// subtracts what it added.)
+func (d *Datagram) SetOverhead(n int) {
+	if d.queued() == 0 {
+		d.overhead = n
+	}
+}
+
+// SendTo sends b to to, or to the connected peer if to is nil (asyncio's
+// sendto(data, addr): the bridge checks addr against the connected address
+// and passes nil then). Empty datagrams are sent (as CPython 3.13 does;
+// 3.12 returns early, which the bridge does itself). A send error other
+// than EAGAIN goes to Error, as error_received; SendTo itself fails only
+// when the loop is closed or a sink method returns an error. After the
+// transport is lost, sends are counted (LostWrites) and dropped.
+func (d *Datagram) SendTo(b []byte, to unix.Sockaddr) error {
+	if d.lost {
+		d.lostWrites++
+		return nil
+	}
+	if d.queued() == 0 {
+		err := sendto(d.fd, b, to)
+		if err == nil {
+			return nil
+		}
+		if !again(err) {
+			return d.sink.Error(err)
+		}
+	}
+	d.queue = append(d.queue, outDatagram{b: append([]byte(nil), b...), to: to})
+	d.qbytes += len(b) + d.overhead
+	if err := d.sync(); err != nil {
+		return err
+	}
+	return d.maybePause()
+}
+
+// Ready receives, then sends.
+func (d *Datagram) Ready(ev Events) error {
+	if ev&Read != 0 && d.interest&Read != 0 {
+		if err := d.receive(); err != nil {
+			return err
+		}
+	}
+	if ev&Write != 0 && d.interest&Write != 0 {
+		return d.flush()
+	}
+	return nil
+}
+
+// receive is _read_ready, for up to maxDatagramsPerReady datagrams. An
+// error ends the round: the socket's pending error was consumed with it,
+// and the sink may want to react before more is read.
+func (d *Datagram) receive() error {
+	buf := d.loop.readBuffer()
+	for i := 0; i < maxDatagramsPerReady && d.interest&Read != 0; i++ {
+		n, from, err := unix.Recvfrom(d.fd, buf, 0)
+		if err != nil {
+			if again(err) {
+				return nil
+			}
+			return d.sink.Error(wrap("recvfrom", err))
+		}
+		if err := d.sink.Datagram(buf[:n], from); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flush is _sendto_ready: send the queue in order until the socket refuses.
+// A datagram that fails otherwise is dropped and reported, and the round
+// ends there (asyncio's return), the rest waiting for the next readiness.
+func (d *Datagram) flush() error {
+	for d.queued() > 0 {
+		p := &d.queue[d.head]
+		err := sendto(d.fd, p.b, p.to)
+		if err != nil && again(err) {
+			break
+		}
+		d.qbytes -= len(p.b) + d.overhead
+		*p = outDatagram{}
+		d.head++
+		if err != nil {
+			d.compact()
+			return d.sink.Error(err)
+		}
+	}
+	d.compact()
+	if err := d.maybeResume(); err != nil { // it may send, or close
+		return err
+	}
+	if d.lost || d.queued() > 0 {
+		return nil
+	}
+	if err := d.sync(); err != nil {
+		return err
+	}
+	if d.closing {
+		return d.lostNow(nil)
+	}
+	return nil
+}
+
+func (d *Datagram) queued() int { return len(d.queue) - d.head }
+
+// compact reuses the queue's array once it has been sent in full, and
+// otherwise moves the rest down once the sent part is the larger.
+func (d *Datagram) compact() {
+	switch n := d.queued(); {
+	case n == 0:
+		d.queue, d.head = d.queue[:0], 0
+	case d.head > n:
+		copy(d.queue, d.queue[d.head:])
+		clear(d.queue[n:])
+		d.queue, d.head = d.queue[:n], 0
+	}
+}
+
+// sendto sends one datagram, to the connected peer if to is nil.
+func sendto(fd int, b []byte, to unix.Sockaddr) error {
+	if err := unix.Sendto(fd, b, unix.MSG_NOSIGNAL, to); err != nil {
+		if again(err) {
+			return err
+		}
+		if to == nil {
+			return wrap("send", err)
+		}
+		return wrap("sendto", err)
+	}
+	return nil
+}
+
+// transportImpl.
+func (d *Datagram) bufferSize() int { return d.qbytes }
+func (d *Datagram) buffered() bool  { return d.queued() > 0 }
+func (d *Datagram) dropBuffer() {
+	clear(d.queue)
+	d.queue, d.head, d.qbytes = d.queue[:0], 0, 0
+}
+func (d *Datagram) forgetSink() { d.sink = nil }
