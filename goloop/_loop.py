@@ -165,8 +165,9 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
                     task = self._task_factory(self, coro, context=context, **kwargs)
                     if name is not None:
                         task.set_name(name)
-            # Drop this frame too, as asyncio drops create_task's own.
-            if task._source_traceback and self._task_factory is None:
+            # Drop this frame too, as asyncio drops create_task's own (a task
+            # factory may return an object without the attribute).
+            if self._task_factory is None and task._source_traceback:
                 del task._source_traceback[-1]
             try:
                 return task

@@ -38,6 +38,7 @@ typedef struct {
     LoopObject *loop;
     PyObject *source_traceback;  /* list, debug mode only */
     PyObject *repr;              /* kept on cancel in debug mode, as asyncio does */
+    PyObject *lock;              /* threading.RLock of a _ThreadSafeHandle (3.14+), else NULL */
     char cancelled;
     char scheduled;              /* a timer still in the heap */
     double when;
@@ -45,8 +46,11 @@ typedef struct {
 
 extern PyTypeObject *goloop_handle_type;   /* heap types, made at module init */
 extern PyTypeObject *goloop_timer_type;
+extern PyTypeObject *goloop_threadsafe_type;   /* NULL before 3.14 */
 int goloop_init_handle_types(PyObject *module);
-#define GOLOOP_IS_HANDLE(o) (Py_IS_TYPE(o, goloop_handle_type) || Py_IS_TYPE(o, goloop_timer_type))
+#define GOLOOP_IS_HANDLE(o) (Py_IS_TYPE(o, goloop_handle_type) || \
+                             Py_IS_TYPE(o, goloop_timer_type) || \
+                             (goloop_threadsafe_type && Py_IS_TYPE(o, goloop_threadsafe_type)))
 extern PyTypeObject Goloop_LoopType;
 
 /* Set in a child of a bare os.fork(): the Go runtime did not survive it. */
@@ -83,5 +87,6 @@ HandleObject *goloop_handle_new(PyTypeObject *type, LoopObject *loop,
 double goloop_monotonic(void);
 int goloop_intake_soon(LoopObject *loop, PyObject *handle);   /* steals */
 PyObject *goloop_fetch_exception(void);   /* the raised exception, normalized; clears it */
+void goloop_restore_exception(PyObject *exc);   /* raises it again; steals */
 
 #endif

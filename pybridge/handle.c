@@ -6,6 +6,8 @@
 
 PyTypeObject *goloop_handle_type;
 PyTypeObject *goloop_timer_type;
+PyTypeObject *goloop_threadsafe_type;
+static PyObject *rlock_type;   /* threading.RLock, for _ThreadSafeHandle */
 
 HandleObject *
 goloop_handle_new(PyTypeObject *type, LoopObject *loop,
@@ -30,9 +32,14 @@ goloop_handle_new(PyTypeObject *type, LoopObject *loop,
     h->loop = (LoopObject *)Py_NewRef(loop);
     h->source_traceback = NULL;
     h->repr = NULL;
+    h->lock = NULL;
     h->cancelled = 0;
     h->scheduled = 0;
     h->when = 0;
+    if (type == goloop_threadsafe_type && (h->lock = PyObject_CallNoArgs(rlock_type)) == NULL) {
+        Py_DECREF(h);
+        return NULL;
+    }
     if ((h->nargs > 1 && h->args == NULL) || h->context == NULL) {
         Py_DECREF(h);
         return NULL;
@@ -106,14 +113,58 @@ handle_call(HandleObject *h)
     return PyObject_CallNoArgs(h->callback);
 }
 
+/* asyncio's _ThreadSafeHandle (3.14+) holds an RLock around cancel(),
+ * cancelled() and _run(), so a cancel from another thread waits for a
+ * callback that is already running. */
+static int
+lock_acquire(HandleObject *h)
+{
+    if (h->lock == NULL)
+        return 0;
+    PyObject *r = PyObject_CallMethod(h->lock, "acquire", NULL);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static void
+lock_release(HandleObject *h)
+{
+    if (h->lock == NULL)
+        return;
+    PyObject *exc = PyErr_Occurred() ? goloop_fetch_exception() : NULL;
+    PyObject *r = PyObject_CallMethod(h->lock, "release", NULL);
+    if (r == NULL)
+        PyErr_WriteUnraisable(h->lock);
+    Py_XDECREF(r);
+    if (exc != NULL)
+        goloop_restore_exception(exc);
+}
+
 /* Run the callback in its context. On an ordinary exception the handle goes
  * to the loop's exception handler (asyncio's Handle._run); SystemExit and
  * KeyboardInterrupt stay raised: returns -1 and the loop stops. */
+static int handle_run_unlocked(HandleObject *h);
+
 static int
 handle_run(HandleObject *h)
 {
     if (h->cancelled)
         return 0;
+    if (h->lock == NULL)
+        return handle_run_unlocked(h);
+    if (lock_acquire(h) < 0)
+        return -1;
+    /* cancelled while this thread waited for the lock */
+    int rc = h->cancelled ? 0 : handle_run_unlocked(h);
+    lock_release(h);
+    return rc;
+}
+
+static int
+handle_run_unlocked(HandleObject *h)
+{
     if (PyContext_Enter(h->context) < 0)
         goto failed;
     PyObject *res = handle_call(h);
@@ -222,6 +273,7 @@ handle_clear(HandleObject *h)
     Py_CLEAR(h->loop);
     Py_CLEAR(h->source_traceback);
     Py_CLEAR(h->repr);
+    Py_CLEAR(h->lock);
     return 0;
 }
 
@@ -236,8 +288,20 @@ handle_dealloc(HandleObject *h)
     Py_DECREF(tp);
 }
 
+static PyObject *handle_cancel_unlocked(HandleObject *h);
+
 static PyObject *
 handle_cancel(HandleObject *h, PyObject *Py_UNUSED(ignored))
+{
+    if (lock_acquire(h) < 0)
+        return NULL;
+    PyObject *r = handle_cancel_unlocked(h);
+    lock_release(h);
+    return r;
+}
+
+static PyObject *
+handle_cancel_unlocked(HandleObject *h)
 {
     if (h->cancelled)
         Py_RETURN_NONE;
@@ -263,7 +327,11 @@ handle_cancel(HandleObject *h, PyObject *Py_UNUSED(ignored))
 static PyObject *
 handle_cancelled(HandleObject *h, PyObject *Py_UNUSED(ignored))
 {
-    return PyBool_FromLong(h->cancelled);
+    if (lock_acquire(h) < 0)
+        return NULL;
+    int cancelled = h->cancelled;
+    lock_release(h);
+    return PyBool_FromLong(cancelled);
 }
 
 static PyObject *
@@ -295,6 +363,8 @@ static PyObject *
 handle_get_context_attr(HandleObject *h, void *c) { return Py_NewRef(h->context ? h->context : Py_None); }
 static PyObject *
 handle_get_repr(HandleObject *h, void *c) { return Py_NewRef(h->repr ? h->repr : Py_None); }
+static PyObject *
+handle_get_lock(HandleObject *h, void *c) { return Py_NewRef(h->lock ? h->lock : Py_None); }
 static PyObject *
 handle_get_when(HandleObject *h, void *c) { return PyFloat_FromDouble(h->when); }
 
@@ -413,6 +483,29 @@ static PyGetSetDef timer_getset[] = {
     {NULL}
 };
 
+static PyGetSetDef threadsafe_getset[] = {
+    HANDLE_GETSET,
+    {"_lock", (getter)handle_get_lock, NULL, NULL, NULL},
+    {NULL}
+};
+
+static PyType_Slot threadsafe_slots[] = {
+    {Py_tp_doc, "Object returned by call_soon_threadsafe()."},
+    {Py_tp_dealloc, handle_dealloc},
+    {Py_tp_traverse, handle_traverse},
+    {Py_tp_clear, handle_clear},
+    {Py_tp_methods, handle_methods},
+    {Py_tp_getset, threadsafe_getset},
+    {0, NULL},
+};
+
+static PyType_Spec threadsafe_spec = {
+    .name = "goloop._ThreadSafeHandle",
+    .basicsize = sizeof(HandleObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = threadsafe_slots,
+};
+
 static PyType_Slot timer_slots[] = {
     {Py_tp_doc, "Object returned by timed callback registration methods."},
     {Py_tp_dealloc, handle_dealloc},
@@ -457,13 +550,27 @@ goloop_init_handle_types(PyObject *module)
         return -1;
     PyObject *handle = PyObject_GetAttrString(events, "Handle");
     PyObject *timer = PyObject_GetAttrString(events, "TimerHandle");
+    /* call_soon_threadsafe returns one from 3.14 on */
+    PyObject *threadsafe = PyObject_GetAttrString(events, "_ThreadSafeHandle");
+    if (threadsafe == NULL)
+        PyErr_Clear();
     Py_DECREF(events);
     int rc = -1;
     if (handle != NULL && timer != NULL &&
         (goloop_handle_type = make_type(module, &handle_spec, handle)) != NULL &&
-        (goloop_timer_type = make_type(module, &timer_spec, timer)) != NULL)
+        (goloop_timer_type = make_type(module, &timer_spec, timer)) != NULL) {
         rc = 0;
+        if (threadsafe != NULL) {
+            PyObject *threading = PyImport_ImportModule("threading");
+            rlock_type = threading ? PyObject_GetAttrString(threading, "RLock") : NULL;
+            Py_XDECREF(threading);
+            if (rlock_type == NULL ||
+                (goloop_threadsafe_type = make_type(module, &threadsafe_spec, threadsafe)) == NULL)
+                rc = -1;
+        }
+    }
     Py_XDECREF(handle);
     Py_XDECREF(timer);
+    Py_XDECREF(threadsafe);
     return rc;
 }

@@ -160,7 +160,9 @@ loop_call_soon_threadsafe(LoopObject *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     if (loop_check(self, args[0], "call_soon_threadsafe", 0) < 0)
         return NULL;
-    HandleObject *h = goloop_handle_new(goloop_handle_type, self, args, nargs, context);
+    HandleObject *h = goloop_handle_new(
+        goloop_threadsafe_type ? goloop_threadsafe_type : goloop_handle_type,
+        self, args, nargs, context);
     if (h == NULL)
         return NULL;
     /* The caller holds the GIL, which the loop thread holds whenever it

@@ -54,6 +54,16 @@ goloop_fetch_exception(void)
 #endif
 }
 
+void
+goloop_restore_exception(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef(Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
 int
 goloop_check_forked(void)
 {
