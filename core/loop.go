@@ -3,6 +3,11 @@
 // of Python: the items it schedules are opaque values of type T, and what
 // running, cancelling or releasing one means is left to the Hooks.
 //
+// Sockets are serviced by the core itself, on the loop thread, through a
+// second kind of watcher (IO): Stream, Listener and Datagram do the
+// non-blocking I/O, buffering and flow control of asyncio's selector
+// transports and report to sinks the embedder implements.
+//
 // Threading: every method except Wake must be called by the thread running
 // the loop or while the caller holds a lock the running thread also holds
 // whenever it touches the loop (the bridge uses the GIL, which the loop
@@ -224,10 +229,13 @@ func (l *Loop[T]) Run() error {
 //     the head of the heap);
 //  2. poll: not at all if callbacks are ready or the loop is stopping,
 //     until the first timer if there is one, else until an event;
-//  3. queue the callbacks of ready descriptors;
-//  4. queue the timers due by now (plus the clock resolution);
-//  5. run exactly the callbacks queued at this point; those they schedule
-//     wait for the next tick.
+//  3. for each ready descriptor, queue its items' callbacks, or call its
+//     IO (a transport reads and writes here, with the lock held);
+//  4. queue the timers due by now (plus the clock resolution), the
+//     embedder's and the core's own;
+//  5. run exactly the callbacks queued at this point, the embedder's items
+//     and the core's tasks (deferred.go) in the order they were queued;
+//     those they schedule wait for the next tick.
 func (l *Loop[T]) tick() error {
 	l.hooks.Collect()
 	if n := l.timers.len(); n > minScheduledTimers && float64(l.cancelled)/float64(n) > minCancelledTimerFrac {
