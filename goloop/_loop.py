@@ -221,6 +221,45 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
     _sock_sendfile_update_filepos = _Unix._sock_sendfile_update_filepos
     _sock_add_cancellation_callback = _Unix._sock_add_cancellation_callback
 
+    # Connections, servers, datagrams, TLS and pipes: asyncio's own
+    # orchestration (address resolution, happy eyeballs, Server, sslproto)
+    # over the selector transports, which run on the Go poller through
+    # _add_reader/_add_writer. Native Go transports for TCP and Unix
+    # streams replace _make_socket_transport as they land (issue 3).
+
+    create_connection = _Base.create_connection
+    _connect_sock = _Base._connect_sock
+    _create_connection_transport = _Base._create_connection_transport
+    create_server = _Base.create_server
+    _create_server_getaddrinfo = _Base._create_server_getaddrinfo
+    connect_accepted_socket = _Base.connect_accepted_socket
+    create_datagram_endpoint = _Base.create_datagram_endpoint
+    sendfile = _Base.sendfile
+    _sendfile_native = _Selector._sendfile_native
+    _sendfile_fallback = _Base._sendfile_fallback
+    start_tls = _Base.start_tls
+    create_unix_connection = _Unix.create_unix_connection
+    create_unix_server = _Unix.create_unix_server
+
+    _make_socket_transport = _Selector._make_socket_transport
+    _make_ssl_transport = _Selector._make_ssl_transport
+    _make_datagram_transport = _Selector._make_datagram_transport
+    _start_serving = _Selector._start_serving
+    _accept_connection = _Selector._accept_connection
+    _accept_connection2 = _Selector._accept_connection2
+    _stop_serving = _Selector._stop_serving
+
+    connect_read_pipe = _Base.connect_read_pipe
+    connect_write_pipe = _Base.connect_write_pipe
+    _make_read_pipe_transport = _Unix._make_read_pipe_transport
+    _make_write_pipe_transport = _Unix._make_write_pipe_transport
+
+    @property
+    def _selector(self):
+        # The selector transports' __repr__ asks it which events their fd
+        # is polled for.
+        return _WatchView(self)
+
     # Ready-based callback registration methods (_add_reader & co. are
     # native).
 
@@ -326,6 +365,20 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
 
     set_debug = _Base.set_debug
     _set_coroutine_origin_tracking = _Base._set_coroutine_origin_tracking
+
+
+class _WatchView:
+    """The one piece of the selectors API asyncio's transports read: which
+    events the poller watches an fd for."""
+
+    def __init__(self, loop):
+        self._loop = loop
+
+    def get_key(self, fd):
+        events = self._loop._watching(fd)
+        if not events:
+            raise KeyError(f"{fd!r} is not registered")
+        return selectors.SelectorKey(fd, fd, events, None)
 
 
 # The Python halves of native cold paths.

@@ -150,6 +150,15 @@ func GoloopTraverse(id C.int, self *C.PyObject, visit C.goloop_visitproc, arg un
 	return rc
 }
 
+// GoloopWatching returns the events fd is watched for: 1 read, 2 write
+// (selectors' EVENT_READ and EVENT_WRITE, which core.Read and core.Write
+// equal).
+//
+//export GoloopWatching
+func GoloopWatching(id C.int, fd C.int) C.int {
+	return C.int(loopOf(id).core.Watching(int(fd)))
+}
+
 //export GoloopCounts
 func GoloopCounts(id C.int, ready, timers *C.long) {
 	loopOf(id).Collect()

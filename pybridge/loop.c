@@ -475,6 +475,19 @@ loop_add_callback(LoopObject *self, PyObject *h)
     Py_RETURN_NONE;
 }
 
+/* _watching(fd): the events fd is watched for, as selectors' EVENT_READ
+ * (1) and EVENT_WRITE (2) bits. */
+static PyObject *
+loop_watching(LoopObject *self, PyObject *arg)
+{
+    int fd = goloop_as_fd(arg);
+    if (fd < 0 || goloop_check_forked() < 0)
+        return NULL;
+    if (self->closed)
+        return PyLong_FromLong(0);
+    return PyLong_FromLong(GoloopWatching(self->id, fd));
+}
+
 /* (ready callbacks, timers in the heap): for tests that check nothing leaks. */
 static PyObject *
 loop_debug_counts(LoopObject *self, PyObject *Py_UNUSED(ignored))
@@ -630,6 +643,7 @@ static PyMethodDef loop_methods[] = {
     {"_remove_writer", (PyCFunction)loop_remove_writer, METH_O, NULL},
     {"_handle", (PyCFunction)(void (*)(void))loop_handle, METH_FASTCALL, NULL},
     {"_add_callback", (PyCFunction)loop_add_callback, METH_O, NULL},
+    {"_watching", (PyCFunction)loop_watching, METH_O, NULL},
     {"_debug_counts", (PyCFunction)loop_debug_counts, METH_NOARGS, NULL},
     {NULL}
 };
