@@ -173,3 +173,87 @@ def captured_exceptions(loop):
         yield contexts
     finally:
         loop.set_exception_handler(old)
+
+
+# Networking (tests/test_net_*.py).
+
+
+class Recorder(asyncio.Protocol):
+    """A protocol that records what its transport calls, in order.
+
+    ``calls`` holds "made", "data" (consecutive data_received calls are one
+    entry), "eof", "pause", "resume" and "lost"; ``received`` the bytes,
+    ``exc`` connection_lost's argument. The futures ``made``, ``eof`` and
+    ``lost`` resolve at those calls; ``await rec.until(n)`` waits for n bytes
+    in total. eof_received returns ``eof_result``. Make it while the loop
+    runs (protocol factories are called there).
+    """
+
+    def __init__(self, eof_result=None):
+        loop = asyncio.get_running_loop()
+        self.eof_result = eof_result
+        self.calls = []
+        self.data_types = set()
+        self.received = bytearray()
+        self.transport = None
+        self.exc = "not called"
+        self.made = loop.create_future()
+        self.eof = loop.create_future()
+        self.lost = loop.create_future()
+        self._wanted = []
+
+    def connection_made(self, transport):
+        self.calls.append("made")
+        self.transport = transport
+        _resolve(self.made, transport)
+
+    def data_received(self, data):
+        self.data_types.add(type(data))
+        if self.calls[-1:] != ["data"]:
+            self.calls.append("data")
+        self.received += data
+        for n, fut in self._wanted:
+            if len(self.received) >= n:
+                _resolve(fut, None)
+
+    def eof_received(self):
+        self.calls.append("eof")
+        _resolve(self.eof, None)
+        return self.eof_result
+
+    def pause_writing(self):
+        self.calls.append("pause")
+
+    def resume_writing(self):
+        self.calls.append("resume")
+
+    def connection_lost(self, exc):
+        self.calls.append("lost")
+        self.exc = exc
+        _resolve(self.lost, exc)
+        for _, fut in self._wanted:
+            _resolve(fut, None)
+
+    async def until(self, nbytes, timeout=GUARD):
+        """Wait until nbytes were received in total (or the connection was lost)."""
+        if len(self.received) < nbytes and self.exc == "not called":
+            fut = asyncio.get_running_loop().create_future()
+            self._wanted.append((nbytes, fut))
+            await asyncio.wait_for(fut, timeout)
+        return bytes(self.received)
+
+
+def _resolve(fut, value):
+    if not fut.done():
+        fut.set_result(value)
+
+
+def wait_readable(fd, timeout=GUARD):
+    """Block until fd is readable (data, EOF or an error is queued): a fact
+    about the kernel's buffer, so a test can then assert what the loop does
+    or does not deliver without sleeping."""
+    import select
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    if not poller.poll(timeout * 1000):
+        raise AssertionError(f"fd {fd} not readable within {timeout} s")
