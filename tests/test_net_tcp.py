@@ -1,0 +1,894 @@
+"""TCP: create_connection, create_server, connect_accepted_socket, the
+Server object and the stream transport's API, on both loops.
+
+Transport tests run on both ends of a connection: "client" is the transport
+create_connection returns, "server" the one a server made for an accepted
+connection. The other end is a plain non-blocking socket driven with the
+loop's sock_* calls. Per-version differences (Server.wait_closed, 3.12's
+all_errors, 3.13's keep_alive and close_clients) are taken from a run of
+the same scenario on the stock loop.
+"""
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+import support
+
+Recorder = support.Recorder
+SIDES = ("client", "server")
+
+
+def wait(aw):
+    return asyncio.wait_for(aw, support.GUARD)
+
+
+async def iterations(n):
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def _outcome(aw):
+    """('returned', value) or ('raised', type, message with fd numbers masked)."""
+    try:
+        return ("returned", await aw)
+    except Exception as exc:
+        return ("raised", type(exc), re.sub(r"fd=\d+", "fd=N", str(exc)))
+
+
+def free_port(family=socket.AF_INET, host="127.0.0.1"):
+    with socket.socket(family) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def listening_socket(host="127.0.0.1", family=socket.AF_INET):
+    lsock = socket.socket(family)
+    lsock.bind((host, 0))
+    lsock.listen(16)
+    lsock.setblocking(False)
+    return lsock
+
+
+async def recv_exactly(loop, sock, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = await loop.sock_recv(sock, min(n - len(buf), 2**20))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+async def recv_until_eof(loop, sock):
+    buf = bytearray()
+    while True:
+        try:
+            chunk = await loop.sock_recv(sock, 2**20)
+        except ConnectionResetError:
+            return bytes(buf), "reset"
+        if not chunk:
+            return bytes(buf), "eof"
+        buf += chunk
+
+
+async def connected_peer(loop, server):
+    peer = socket.socket(server.sockets[0].family)
+    peer.setblocking(False)
+    await wait(loop.sock_connect(peer, server.sockets[0].getsockname()))
+    return peer
+
+
+class Accepting:
+    """A protocol factory for create_server that hands out its protocols."""
+
+    def __init__(self, factory=Recorder):
+        self.factory = factory
+        self.protocols = []
+        self.queue = asyncio.Queue()
+
+    def __call__(self):
+        proto = self.factory()
+        self.protocols.append(proto)
+        self.queue.put_nowait(proto)
+        return proto
+
+    async def next(self):
+        proto = await wait(self.queue.get())
+        await wait(proto.made)
+        return proto
+
+
+@contextlib.asynccontextmanager
+async def connection(loop, side, factory=Recorder):
+    """(transport, protocol, peer socket) for one TCP connection."""
+    server = None
+    if side == "client":
+        with listening_socket() as lsock:
+            accept = loop.create_task(loop.sock_accept(lsock))
+            transport, proto = await wait(loop.create_connection(factory, *lsock.getsockname()))
+            peer, _ = await wait(accept)
+    else:
+        accepting = Accepting(factory)
+        server = await loop.create_server(accepting, "127.0.0.1", 0)
+        peer = await connected_peer(loop, server)
+        proto = await accepting.next()
+        transport = proto.transport
+    try:
+        yield transport, proto, peer
+    finally:
+        current = transport.get_protocol()  # None once connection_lost ran
+        transport.abort()
+        if current is not None:
+            await wait(current.lost)
+        peer.close()
+        if server is not None:
+            server.close()
+            await wait(server.wait_closed())
+
+
+# create_connection.
+
+
+def test_create_connection_host_port(loop):
+    async def main():
+        accepting = Accepting()
+        server = await loop.create_server(accepting, "127.0.0.1", 0)
+        addr = server.sockets[0].getsockname()
+        transport, proto = await wait(loop.create_connection(Recorder, *addr))
+        assert isinstance(proto, Recorder) and proto.transport is transport
+        assert proto.calls == ["made"]  # connection_made ran before create_connection returned
+        assert transport.get_extra_info("peername") == addr
+        other = await accepting.next()
+        assert other.transport.get_extra_info("peername") == transport.get_extra_info("sockname")
+        transport.write(b"ping")
+        assert await wait(other.until(4)) == b"ping"
+        transport.close()
+        await wait(proto.lost)
+        await wait(other.lost)
+        assert proto.calls == ["made", "lost"] and proto.exc is None
+        assert other.calls == ["made", "data", "eof", "lost"] and other.exc is None
+        server.close()
+        await wait(server.wait_closed())
+    support.run_guarded(loop, main())
+
+
+def test_create_connection_sock(loop):
+    async def main():
+        with listening_socket() as lsock:
+            sock = socket.create_connection(lsock.getsockname())
+            sock.setblocking(False)
+            peer, _ = await wait(loop.sock_accept(lsock))
+        with peer:
+            transport, proto = await wait(loop.create_connection(Recorder, sock=sock))
+            assert transport.get_extra_info("socket").fileno() == sock.fileno()
+            await loop.sock_sendall(peer, b"via sock")
+            assert await wait(proto.until(8)) == b"via sock"
+            transport.close()
+            await wait(proto.lost)
+            assert sock.fileno() == -1  # the transport closed the socket it was given
+    support.run_guarded(loop, main())
+
+
+def test_create_connection_local_addr_and_family(loop):
+    async def main():
+        with listening_socket() as lsock:
+            port = free_port()
+            transport, proto = await wait(loop.create_connection(
+                Recorder, "localhost", lsock.getsockname()[1],
+                local_addr=("127.0.0.1", port), family=socket.AF_INET))
+            peer, addr = await wait(loop.sock_accept(lsock))
+            peer.close()
+            assert transport.get_extra_info("sockname") == ("127.0.0.1", port) == addr
+            assert transport.get_extra_info("socket").family == socket.AF_INET
+            transport.close()
+            await wait(proto.lost)
+    support.run_guarded(loop, main())
+
+
+def test_create_connection_ipv6(loop):
+    async def main():
+        try:
+            lsock = listening_socket("::1", socket.AF_INET6)
+        except OSError as exc:
+            pytest.skip(f"no IPv6 loopback: {exc}")
+        with lsock:
+            transport, proto = await wait(loop.create_connection(
+                Recorder, "::1", lsock.getsockname()[1], family=socket.AF_INET6))
+            peer, _ = await wait(loop.sock_accept(lsock))
+            peer.close()
+            assert transport.get_extra_info("peername")[:2] == lsock.getsockname()[:2]
+            transport.close()
+            await wait(proto.lost)
+    support.run_guarded(loop, main())
+
+
+def test_create_connection_happy_eyeballs(loop):
+    """happy_eyeballs_delay and interleave with a name: the first address
+    that answers wins; a refused address before it is skipped."""
+    async def main():
+        with listening_socket() as lsock:
+            port = lsock.getsockname()[1]
+            transport, proto = await wait(loop.create_connection(
+                Recorder, "localhost", port, happy_eyeballs_delay=0.05, interleave=1))
+            peer, _ = await wait(loop.sock_accept(lsock))
+            peer.close()
+            assert transport.get_extra_info("peername") == ("127.0.0.1", port)
+            transport.close()
+            await wait(proto.lost)
+    support.run_guarded(loop, main())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="all_errors is new in 3.12")
+def test_create_connection_all_errors(loop):
+    port = free_port()
+
+    def scenario(lp):
+        async def main():
+            try:
+                await lp.create_connection(Recorder, "127.0.0.1", port, all_errors=True)
+            except Exception as exc:
+                return (type(exc), [(type(e), str(e)) for e in getattr(exc, "exceptions", [])])
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected[0] is ExceptionGroup and expected[1][0][0] is ConnectionRefusedError
+    assert scenario(loop) == expected
+
+
+def argument_error(lp, case):
+    async def main():
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tcp = socket.socket()
+        try:
+            kwargs = {
+                "nothing": {},
+                "sock and host": {"host": "127.0.0.1", "port": 1, "sock": tcp},
+                "udp sock": {"sock": udp},
+                "handshake timeout without ssl": {"host": "127.0.0.1", "port": 1,
+                                                  "ssl_handshake_timeout": 1.0},
+                "server_hostname without ssl": {"host": "127.0.0.1", "port": 1,
+                                                "server_hostname": "x"},
+                "ssl bool with sock": {"sock": udp, "ssl": False, "server_hostname": "x"},
+            }[case]
+            return await _outcome(lp.create_connection(Recorder, **kwargs))
+        finally:
+            udp.close()
+            tcp.close()
+    return support.run_guarded(lp, main())
+
+
+@pytest.mark.parametrize("case", [
+    "nothing", "sock and host", "udp sock", "handshake timeout without ssl",
+    "server_hostname without ssl", "ssl bool with sock"])
+def test_create_connection_argument_errors_as_asyncio(loop, case):
+    expected = support.run_on_reference(lambda lp: argument_error(lp, case))
+    assert expected[0] == "raised"
+    assert argument_error(loop, case) == expected
+
+
+# create_server and the Server object.
+
+
+def test_create_server_port_zero(loop):
+    async def main():
+        server = await loop.create_server(Recorder, "127.0.0.1", 0)
+        assert server.get_loop() is loop
+        assert server.is_serving()
+        (sock,) = server.sockets
+        assert isinstance(sock, asyncio.trsock.TransportSocket)
+        host, port = sock.getsockname()
+        assert host == "127.0.0.1" and port != 0
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+        peer = await connected_peer(loop, server)
+        peer.close()
+        server.close()
+        assert not server.is_serving()
+        assert server.sockets == ()
+        await wait(server.wait_closed())
+    support.run_guarded(loop, main())
+
+
+def test_create_server_host_list(loop):
+    async def main():
+        hosts = ["127.0.0.1"]
+        if socket.has_ipv6:
+            try:
+                listening_socket("::1", socket.AF_INET6).close()
+                hosts.append("::1")
+            except OSError:
+                pass
+        accepting = Accepting()
+        server = await loop.create_server(accepting, hosts, 0)
+        assert sorted(s.getsockname()[0] for s in server.sockets) == sorted(hosts)
+        for sock in server.sockets:
+            peer = await connected_peer_to(loop, sock)
+            proto = await accepting.next()
+            await loop.sock_sendall(peer, b"x")
+            await wait(proto.until(1))
+            peer.close()
+            await wait(proto.lost)
+        server.close()
+        await wait(server.wait_closed())
+    support.run_guarded(loop, main())
+
+
+async def connected_peer_to(loop, sock):
+    peer = socket.socket(sock.family)
+    peer.setblocking(False)
+    await wait(loop.sock_connect(peer, sock.getsockname()))
+    return peer
+
+
+def test_create_server_all_interfaces_as_asyncio(loop):
+    def scenario(lp):
+        async def main():
+            server = await lp.create_server(Recorder, None, free_port())
+            families = sorted(s.family for s in server.sockets)
+            hosts = sorted(s.getsockname()[0] for s in server.sockets)
+            server.close()
+            await wait(server.wait_closed())
+            return families, hosts
+        return support.run_guarded(lp, main())
+
+    assert scenario(loop) == support.run_on_reference(scenario)
+
+
+def test_create_server_sock(loop):
+    async def main():
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))  # bound, not listening yet: the server listens
+        accepting = Accepting()
+        server = await loop.create_server(accepting, sock=sock)
+        assert [s.fileno() for s in server.sockets] == [sock.fileno()]
+        peer = await connected_peer(loop, server)
+        proto = await accepting.next()
+        peer.close()
+        await wait(proto.lost)
+        server.close()
+        await wait(server.wait_closed())
+        assert sock.fileno() == -1
+    support.run_guarded(loop, main())
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss(8) to read a listen backlog")
+def test_create_server_backlog(loop):
+    async def main():
+        server = await loop.create_server(Recorder, "127.0.0.1", 0, backlog=7)
+        port = server.sockets[0].getsockname()[1]
+        out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True,
+                             text=True, check=True).stdout.split()
+        server.close()
+        await wait(server.wait_closed())
+        assert out[0] == "LISTEN" and out[2] == "7", out  # Send-Q of a listener: its backlog
+    support.run_guarded(loop, main())
+
+
+def test_create_server_socket_options_as_asyncio(loop):
+    """SO_REUSEADDR (reuse_address default and False), SO_REUSEPORT, and on
+    3.13+ SO_KEEPALIVE (keep_alive), on the listener and on an accepted
+    connection, as the stock loop sets them."""
+    options = [("reuse_address", socket.SO_REUSEADDR), ("reuse_port", socket.SO_REUSEPORT),
+               ("keep_alive", socket.SO_KEEPALIVE)]
+    variants = [{}, {"reuse_address": False}, {"reuse_address": True}, {"reuse_port": True}]
+    if sys.version_info >= (3, 13):
+        variants += [{"keep_alive": True}, {"keep_alive": False}]
+
+    def scenario(lp):
+        async def main():
+            seen = []
+            for kwargs in variants:
+                accepting = Accepting()
+                server = await lp.create_server(accepting, "127.0.0.1", 0, **kwargs)
+                peer = await connected_peer(lp, server)
+                proto = await accepting.next()
+                conn = proto.transport.get_extra_info("socket")
+                seen.append([(kwargs, name, bool(s.getsockopt(socket.SOL_SOCKET, opt)))
+                             for name, opt in options for s in (server.sockets[0], conn)])
+                peer.close()
+                await wait(proto.lost)
+                server.close()
+                await wait(server.wait_closed())
+            return seen
+        return support.run_guarded(lp, main())
+
+    assert scenario(loop) == support.run_on_reference(scenario)
+
+
+def test_create_server_reuse_port_shares_port(loop):
+    async def main():
+        port = free_port()
+        first = await loop.create_server(Recorder, "127.0.0.1", port, reuse_port=True)
+        second = await loop.create_server(Recorder, "127.0.0.1", port, reuse_port=True)
+        assert first.sockets[0].getsockname() == second.sockets[0].getsockname()
+        with pytest.raises(OSError):
+            await loop.create_server(Recorder, "127.0.0.1", port)
+        for server in (first, second):
+            server.close()
+            await wait(server.wait_closed())
+    support.run_guarded(loop, main())
+
+
+def test_create_server_address_in_use_as_asyncio(loop):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+
+        def scenario(lp):
+            return support.run_guarded(lp, _outcome(lp.create_server(Recorder, "127.0.0.1", port)))
+
+        expected = support.run_on_reference(scenario)
+        assert expected[1] is OSError
+        assert scenario(loop) == expected
+
+
+def test_start_serving_false_then_start_serving(loop):
+    def scenario(lp):
+        async def main():
+            steps = []
+            accepting = Accepting()
+            server = await lp.create_server(accepting, "127.0.0.1", 0, start_serving=False)
+            steps.append(("serving", server.is_serving()))
+            with socket.socket() as probe:
+                probe.setblocking(False)
+                result = await _outcome(lp.sock_connect(probe, server.sockets[0].getsockname()))
+                steps.append(("connect before", result[:2]))
+            await server.start_serving()
+            steps.append(("serving", server.is_serving()))
+            peer = await connected_peer(lp, server)
+            proto = await accepting.next()
+            steps.append(("accepted", proto.calls))
+            await server.start_serving()  # a second call is a no-op
+            peer.close()
+            await wait(proto.lost)
+            server.close()
+            await wait(server.wait_closed())
+            return steps
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected[0] == ("serving", False) and expected[2] == ("serving", True)
+    assert scenario(loop) == expected
+
+
+def test_serve_forever_and_cancellation(loop):
+    async def main():
+        accepting = Accepting()
+        server = await loop.create_server(accepting, "127.0.0.1", 0, start_serving=False)
+        task = loop.create_task(server.serve_forever())
+        await iterations(2)
+        assert server.is_serving()
+        again = await _outcome(server.serve_forever())
+        assert again == ("raised", RuntimeError, re.sub(
+            r"fd=\d+", "fd=N", f"server {server!r} is already being awaited on serve_forever()"))
+        peer = await connected_peer(loop, server)
+        proto = await accepting.next()
+        peer.close()
+        await wait(proto.lost)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await wait(task)
+        assert not server.is_serving()
+        assert server.sockets == ()
+        closed = await _outcome(server.serve_forever())
+        assert closed == ("raised", RuntimeError, f"server {server!r} is closed")
+        await wait(server.wait_closed())
+    support.run_guarded(loop, main())
+
+
+def test_server_close_and_wait_closed_as_asyncio(loop):
+    """After close(): not serving, no sockets, new connections refused;
+    whether wait_closed() waits for the open connection is per version."""
+    def scenario(lp):
+        async def main():
+            steps = []
+            accepting = Accepting()
+            server = await lp.create_server(accepting, "127.0.0.1", 0)
+            addr = server.sockets[0].getsockname()
+            peer = await connected_peer(lp, server)
+            proto = await accepting.next()
+            pending_wait = lp.create_task(server.wait_closed())
+            await iterations(3)
+            steps.append(("wait_closed done while serving", pending_wait.done()))
+            server.close()
+            steps.append(("after close", server.is_serving(), server.sockets))
+            with socket.socket() as probe:
+                probe.setblocking(False)
+                steps.append(("connect", (await _outcome(lp.sock_connect(probe, addr)))[:2]))
+            await iterations(3)
+            steps.append(("wait_closed done with a connection open", pending_wait.done()))
+            late_wait = lp.create_task(server.wait_closed())
+            await iterations(3)
+            steps.append(("late wait_closed done", late_wait.done()))
+            proto.transport.write(b"still open")
+            steps.append(("peer got", await recv_exactly(lp, peer, 10)))
+            peer.close()
+            await wait(proto.lost)
+            await wait(pending_wait)
+            await wait(late_wait)
+            await wait(server.wait_closed())
+            server.close()  # again: a no-op
+            return steps
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected[1] == ("after close", False, ())
+    assert expected[2] == ("connect", ("raised", ConnectionRefusedError))
+    assert scenario(loop) == expected
+
+
+def test_server_async_context_manager(loop):
+    async def main():
+        accepting = Accepting()
+        async with await loop.create_server(accepting, "127.0.0.1", 0) as server:
+            assert server.is_serving()
+            peer = await connected_peer(loop, server)
+            proto = await accepting.next()
+            peer.close()
+            await wait(proto.lost)
+        assert not server.is_serving()
+        assert server.sockets == ()
+    support.run_guarded(loop, main())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 13), reason="close_clients/abort_clients are 3.13+")
+@pytest.mark.parametrize("method", ["close_clients", "abort_clients"])
+def test_server_close_or_abort_clients(loop, method):
+    def scenario(lp):
+        async def main():
+            accepting = Accepting()
+            server = await lp.create_server(accepting, "127.0.0.1", 0)
+            peers, protos = [], []
+            for _ in range(3):
+                peers.append(await connected_peer(lp, server))
+                protos.append(await accepting.next())
+            for proto in protos:
+                proto.transport.write(b"bye")
+            server.close()
+            getattr(server, method)()
+            results = []
+            for proto, peer in zip(protos, peers):
+                await wait(proto.lost)
+                data, end = await wait(recv_until_eof(lp, peer))
+                results.append((proto.calls, proto.exc, data, end))
+                peer.close()
+            await wait(server.wait_closed())
+            return results
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert all(r[0] == ["made", "lost"] and r[1] is None for r in expected)
+    assert scenario(loop) == expected
+
+
+def test_connect_accepted_socket(loop):
+    async def main():
+        with listening_socket() as lsock:
+            client = socket.create_connection(lsock.getsockname())
+            conn, _ = lsock.accept()
+        with client:
+            transport, proto = await wait(loop.connect_accepted_socket(Recorder, conn))
+            assert proto.calls == ["made"]
+            assert transport.get_extra_info("peername") == client.getsockname()
+            client.sendall(b"hello")
+            assert await wait(proto.until(5)) == b"hello"
+            transport.write(b"back")
+            client.settimeout(support.GUARD)
+            assert client.recv(10) == b"back"
+            client.shutdown(socket.SHUT_WR)
+            await wait(proto.lost)
+            assert proto.calls == ["made", "data", "eof", "lost"]
+    support.run_guarded(loop, main())
+
+
+def test_connect_accepted_socket_rejects_datagram_socket(loop):
+    def scenario(lp):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            return support.run_guarded(lp, _outcome(lp.connect_accepted_socket(Recorder, udp)))
+
+    expected = support.run_on_reference(scenario)
+    assert expected[1] is ValueError
+    assert scenario(loop) == expected
+
+
+# The transport API, on both ends of a connection.
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_write_and_writelines(loop, side):
+    async def main():
+        async with connection(loop, side) as (transport, proto, peer):
+            transport.write(b"abc")
+            transport.write(bytearray(b"def"))
+            transport.write(memoryview(b"xxghix")[2:5])
+            transport.write(b"")
+            transport.writelines([b"jk", bytearray(b"lm"), memoryview(b"no")])
+            transport.writelines([])
+            assert await wait(recv_exactly(loop, peer, 15)) == b"abcdefghijklmno"
+            assert proto.calls == ["made"]
+    support.run_guarded(loop, main())
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_write_type_errors_as_asyncio(loop, side):
+    def scenario(lp):
+        async def main():
+            async with connection(lp, side) as (transport, proto, peer):
+                return [support.outcome(transport.write, "text"),
+                        support.outcome(transport.write, 12),
+                        support.outcome(transport.writelines, [b"ok", "text"]),
+                        transport.is_closing()]
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected[0][1] is TypeError
+    assert scenario(loop) == expected
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_write_eof(loop, side):
+    async def main():
+        async with connection(loop, side, lambda: Recorder(eof_result=None)) as (transport, proto, peer):
+            assert transport.can_write_eof() is True
+            payload = os.urandom(4 * 2**20)  # more than the socket buffers: part is queued
+            transport.set_write_buffer_limits(high=len(payload))  # no pause_writing here
+            transport.write(payload)
+            transport.write_eof()
+            transport.write_eof()  # a no-op
+            assert not transport.is_closing()
+            assert support.outcome(transport.write, b"late") == (
+                "raised", RuntimeError, "Cannot call write() after write_eof()")
+            data, end = await wait(recv_until_eof(loop, peer))
+            assert (len(data), end) == (len(payload), "eof") and data == payload
+            # The read half still works.
+            await loop.sock_sendall(peer, b"reply")
+            assert await wait(proto.until(5)) == b"reply"
+            peer.shutdown(socket.SHUT_WR)
+            assert await wait(proto.lost) is None
+            assert proto.calls == ["made", "data", "eof", "lost"]
+    support.run_guarded(loop, main())
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_close(loop, side):
+    async def main():
+        async with connection(loop, side) as (transport, proto, peer):
+            assert not transport.is_closing() and transport.is_reading()
+            transport.write(b"last words")
+            transport.close()
+            assert transport.is_closing()
+            assert not transport.is_reading()
+            transport.close()  # a no-op
+            assert await wait(recv_until_eof(loop, peer)) == (b"last words", "eof")
+            assert await wait(proto.lost) is None
+            await iterations(3)
+            assert proto.calls == ["made", "lost"]
+            assert transport.get_write_buffer_size() == 0
+    support.run_guarded(loop, main())
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_abort(loop, side):
+    async def main():
+        async with connection(loop, side) as (transport, proto, peer):
+            transport.abort()
+            assert transport.is_closing()
+            assert await wait(proto.lost) is None
+            transport.abort()
+            transport.close()
+            await iterations(3)
+            assert proto.calls == ["made", "lost"]
+            data, _ = await wait(recv_until_eof(loop, peer))
+            assert data == b""
+    support.run_guarded(loop, main())
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_get_extra_info(loop, side):
+    async def main():
+        async with connection(loop, side) as (transport, proto, peer):
+            sock = transport.get_extra_info("socket")
+            assert isinstance(sock, asyncio.trsock.TransportSocket)
+            assert sock.family == socket.AF_INET and sock.type == socket.SOCK_STREAM
+            assert transport.get_extra_info("sockname") == sock.getsockname() == peer.getpeername()
+            assert transport.get_extra_info("peername") == sock.getpeername() == peer.getsockname()
+            assert transport.get_extra_info("no such key") is None
+            assert transport.get_extra_info("no such key", 42) == 42
+            assert transport.get_protocol() is proto
+    support.run_guarded(loop, main())
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_pause_and_resume_reading(loop, side):
+    async def main():
+        async with connection(loop, side) as (transport, proto, peer):
+            assert transport.is_reading()
+            transport.pause_reading()
+            transport.pause_reading()  # idempotent
+            assert not transport.is_reading()
+            await loop.sock_sendall(peer, b"held")
+            support.wait_readable(transport.get_extra_info("socket").fileno())
+            await iterations(5)
+            assert proto.calls == ["made"]  # the data is there but not delivered
+            transport.resume_reading()
+            transport.resume_reading()
+            assert transport.is_reading()
+            assert await wait(proto.until(4)) == b"held"
+            # EOF waits for resume_reading too.
+            transport.pause_reading()
+            peer.shutdown(socket.SHUT_WR)
+            support.wait_readable(transport.get_extra_info("socket").fileno())
+            await iterations(5)
+            assert proto.calls == ["made", "data"]
+            transport.resume_reading()
+            await wait(proto.lost)
+            assert proto.calls == ["made", "data", "eof", "lost"]
+            assert not transport.is_reading()
+    support.run_guarded(loop, main())
+
+
+def test_write_buffer_limits_as_asyncio(loop):
+    def scenario(lp):
+        async def main():
+            async with connection(lp, "client") as (transport, proto, peer):
+                results = [transport.get_write_buffer_limits(), transport.get_write_buffer_size()]
+                for kwargs in ({"high": 100}, {"low": 10}, {"high": 50, "low": 20},
+                               {"high": 0}, {"high": 0, "low": 0}, {}, {"high": 10, "low": 20},
+                               {"high": -1}, {"low": -1}):
+                    results.append((kwargs, support.outcome(transport.set_write_buffer_limits, **kwargs),
+                                    transport.get_write_buffer_limits()))
+                transport.set_write_buffer_limits(1000, 100)
+                results.append(transport.get_write_buffer_limits())
+                return results
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected[0] == (16384, 65536)
+    assert scenario(loop) == expected
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_flow_control_at_water_marks(loop, side):
+    """A peer that does not read: pause_writing once the buffer is above the
+    high-water mark (called from inside write()), resume_writing once it
+    has drained to the low-water mark; never twice in a row."""
+    async def main():
+        async with connection(loop, side) as (transport, proto, peer):
+            sizes = {}
+            orig_pause, orig_resume = proto.pause_writing, proto.resume_writing
+
+            def pause():
+                sizes.setdefault("pause", transport.get_write_buffer_size())
+                orig_pause()
+
+            def resume():
+                sizes.setdefault("resume", transport.get_write_buffer_size())
+                orig_resume()
+
+            proto.pause_writing, proto.resume_writing = pause, resume
+            transport.set_write_buffer_limits(high=64 * 1024, low=16 * 1024)
+            chunk = b"w" * 65536
+            written = 0
+            while "pause" not in proto.calls:
+                transport.write(chunk)
+                written += len(chunk)
+                assert written < 256 * 2**20, "pause_writing never called"
+            assert proto.calls == ["made", "pause"]
+            assert sizes["pause"] > 64 * 1024
+            assert transport.get_write_buffer_size() > 0
+            transport.write(chunk)  # writing while paused is allowed, no second pause
+            written += len(chunk)
+            assert proto.calls == ["made", "pause"]
+            reader = loop.create_task(recv_exactly(loop, peer, written))
+            data = await wait(reader)
+            assert len(data) == written
+            assert proto.calls == ["made", "pause", "resume"]
+            assert sizes["resume"] <= 16 * 1024
+            assert transport.get_write_buffer_size() == 0
+    support.run_guarded(loop, main())
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("keep_open", [None, False, True])
+def test_eof_received(loop, side, keep_open):
+    """eof_received is called once; a false result closes the transport
+    (connection_lost(None)); True keeps it half-open: writes still reach the
+    peer until close()."""
+    async def main():
+        async with connection(loop, side, lambda: Recorder(eof_result=keep_open)) as (
+                transport, proto, peer):
+            await loop.sock_sendall(peer, b"req")
+            peer.shutdown(socket.SHUT_WR)
+            await wait(proto.eof)
+            if not keep_open:
+                assert await wait(proto.lost) is None
+                assert proto.calls == ["made", "data", "eof", "lost"]
+                assert await wait(recv_until_eof(loop, peer)) == (b"", "eof")
+                return
+            await iterations(3)
+            assert proto.calls == ["made", "data", "eof"]
+            assert not transport.is_closing()
+            transport.write(b"response")
+            assert await wait(recv_exactly(loop, peer, 8)) == b"response"
+            transport.close()
+            assert await wait(proto.lost) is None
+            assert await wait(recv_until_eof(loop, peer)) == (b"", "eof")
+            assert proto.calls == ["made", "data", "eof", "lost"]
+            assert bytes(proto.received) == b"req"
+    support.run_guarded(loop, main())
+
+
+class BufferedRecorder(asyncio.BufferedProtocol):
+    """A BufferedProtocol with a small fixed buffer, recording its calls."""
+
+    def __init__(self, size=1000):
+        loop = asyncio.get_running_loop()
+        self.buffer = bytearray(size)
+        self.received = bytearray()
+        self.calls = []
+        self.hints = set()
+        self.transport = None
+        self.made, self.eof, self.lost = (loop.create_future() for _ in range(3))
+
+    def connection_made(self, transport):
+        self.calls.append("made")
+        self.transport = transport
+        support._resolve(self.made, transport)
+
+    def get_buffer(self, sizehint):
+        self.hints.add(type(sizehint))
+        return memoryview(self.buffer)
+
+    def buffer_updated(self, nbytes):
+        assert 0 < nbytes <= len(self.buffer)
+        if self.calls[-1:] != ["data"]:
+            self.calls.append("data")
+        self.received += self.buffer[:nbytes]
+
+    def eof_received(self):
+        self.calls.append("eof")
+        support._resolve(self.eof, None)
+
+    def connection_lost(self, exc):
+        self.calls.append("lost")
+        support._resolve(self.lost, exc)
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_buffered_protocol(loop, side):
+    async def main():
+        async with connection(loop, side, BufferedRecorder) as (transport, proto, peer):
+            payload = os.urandom(3 * 2**20 + 17)
+            await wait(loop.sock_sendall(peer, payload))
+            peer.shutdown(socket.SHUT_WR)
+            assert await wait(proto.lost) is None
+            assert proto.calls == ["made", "data", "eof", "lost"]
+            assert bytes(proto.received) == payload
+            assert proto.hints == {int}
+    support.run_guarded(loop, main())
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_set_protocol(loop, side):
+    async def main():
+        async with connection(loop, side) as (transport, first, peer):
+            await loop.sock_sendall(peer, b"one")
+            await wait(first.until(3))
+            second = Recorder()
+            transport.set_protocol(second)
+            assert transport.get_protocol() is second
+            await loop.sock_sendall(peer, b"two")
+            assert await wait(second.until(3)) == b"two"
+            peer.shutdown(socket.SHUT_WR)
+            await wait(second.lost)
+            assert bytes(first.received) == b"one" and first.calls == ["made", "data"]
+            assert second.calls == ["data", "eof", "lost"]
+    support.run_guarded(loop, main())
