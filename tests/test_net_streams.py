@@ -1,0 +1,187 @@
+"""asyncio streams over both loops: open_connection/start_server,
+open_unix_connection/start_unix_server, drain() under back-pressure,
+write_eof and what a writer sees once its peer is gone.
+"""
+
+import asyncio
+import os
+import shutil
+import socket
+import tempfile
+
+import pytest
+
+import support
+
+
+def wait(aw):
+    return asyncio.wait_for(aw, support.GUARD)
+
+
+async def iterations(n):
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def sockpath():
+    path = tempfile.mkdtemp(prefix="gl-", dir="/tmp")
+    yield os.path.join(path, "s.sock")
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def echo_lines(reader, writer):
+    try:
+        while line := await reader.readline():
+            writer.write(line.upper())
+            await writer.drain()
+        writer.write_eof()
+        await writer.drain()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def talk(reader, writer):
+    writer.write(b"hello\nworld\n")
+    await writer.drain()
+    assert await wait(reader.readline()) == b"HELLO\n"
+    assert await wait(reader.readexactly(6)) == b"WORLD\n"
+    assert writer.can_write_eof()
+    writer.write_eof()
+    assert await wait(reader.read()) == b""
+    assert reader.at_eof()
+    writer.close()
+    await wait(writer.wait_closed())
+    assert writer.is_closing()
+
+
+def test_open_connection_and_start_server(loop):
+    async def main():
+        server = await asyncio.start_server(echo_lines, "127.0.0.1", 0)
+        addr = server.sockets[0].getsockname()
+        async with server:
+            reader, writer = await wait(asyncio.open_connection(*addr))
+            assert writer.get_extra_info("peername") == addr
+            assert isinstance(writer.transport, asyncio.Transport)
+            await talk(reader, writer)
+        await wait(server.wait_closed())
+    support.run_guarded(loop, main())
+
+
+def test_open_unix_connection_and_start_unix_server(loop, sockpath):
+    async def main():
+        server = await asyncio.start_unix_server(echo_lines, sockpath)
+        async with server:
+            reader, writer = await wait(asyncio.open_unix_connection(sockpath))
+            assert writer.get_extra_info("peername") == sockpath
+            await talk(reader, writer)
+        await wait(server.wait_closed())
+    support.run_guarded(loop, main())
+
+
+def test_open_connection_with_sock_and_limit(loop):
+    async def main():
+        server = await asyncio.start_server(echo_lines, "127.0.0.1", 0)
+        sock = socket.create_connection(server.sockets[0].getsockname())
+        reader, writer = await wait(asyncio.open_connection(sock=sock, limit=8))
+        writer.write(b"0123456789abcdef\n")
+        with pytest.raises(ValueError):
+            await wait(reader.readline())  # longer than the limit
+        writer.close()
+        await wait(writer.wait_closed())
+        server.close()
+        await wait(server.wait_closed())
+    support.run_guarded(loop, main())
+
+
+async def backpressure(connect, start, address):
+    """The handler reads nothing until released: the client's drain() waits
+    while its transport holds more than the high-water mark, and finishes
+    once the server has read everything."""
+    release = asyncio.Event()
+    done = asyncio.get_running_loop().create_future()
+    payload = os.urandom(32 * 2**20)
+
+    async def handler(reader, writer):
+        await release.wait()
+        data = await reader.readexactly(len(payload))
+        support._resolve(done, data == payload)
+        writer.close()
+        await writer.wait_closed()
+
+    server = await start(handler, *address)
+    async with server:
+        reader, writer = await wait(connect(*address))
+        writer.transport.set_write_buffer_limits(high=256 * 1024)
+        writer.write(payload)
+        assert writer.transport.get_write_buffer_size() > 256 * 1024
+        drain = asyncio.ensure_future(writer.drain())
+        await iterations(5)
+        assert not drain.done()  # the peer reads nothing: still above the mark
+        release.set()
+        await wait(drain)
+        assert await wait(done) is True
+        writer.close()
+        await wait(writer.wait_closed())
+    await wait(server.wait_closed())
+
+
+def test_drain_under_back_pressure_tcp(loop):
+    async def main():
+        port = socket.socket()
+        port.bind(("127.0.0.1", 0))
+        addr = port.getsockname()
+        port.close()
+        await backpressure(asyncio.open_connection, asyncio.start_server, addr)
+    support.run_guarded(loop, main())
+
+
+def test_drain_under_back_pressure_unix(loop, sockpath):
+    async def main():
+        await backpressure(asyncio.open_unix_connection, asyncio.start_unix_server, (sockpath,))
+    support.run_guarded(loop, main())
+
+
+def test_writer_after_peer_reset_as_asyncio(loop):
+    """The peer aborts (RST): the reader sees the reset, and the writer's
+    drain() raises, as on the stock loop."""
+    def scenario(lp):
+        async def main():
+            accepted = lp.create_future()
+
+            async def handler(reader, writer):
+                accepted.set_result(writer)
+
+            server = await asyncio.start_server(handler, "127.0.0.1", 0)
+            reader, writer = await wait(asyncio.open_connection(*server.sockets[0].getsockname()))
+            peer = await wait(accepted)
+            peer.transport.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            peer.transport.abort()
+            results = []
+            try:
+                results.append(("read", await wait(reader.read())))
+            except Exception as exc:
+                results.append(("read raised", type(exc)))
+            for _ in range(3):
+                writer.write(b"x")
+                try:
+                    await wait(writer.drain())
+                    results.append(("drain", None))
+                except Exception as exc:
+                    results.append(("drain raised", type(exc), str(exc)))
+            writer.close()
+            try:
+                await wait(writer.wait_closed())
+                results.append(("wait_closed", None))
+            except Exception as exc:
+                results.append(("wait_closed raised", type(exc)))
+            server.close()
+            await wait(server.wait_closed())
+            return results
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected[0] == ("read raised", ConnectionResetError)
+    assert scenario(loop) == expected
