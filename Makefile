@@ -11,7 +11,7 @@ PY_INCLUDE := $(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_paths(
 EXT := goloop/_goloop$(EXT_SUFFIX)
 GO_SOURCES := $(wildcard core/*.go pybridge/*.go pybridge/*.c pybridge/*.h) go.mod go.sum
 
-.PHONY: build test test-go test-python test-cgocheck2 bench example clean conformance
+.PHONY: build test test-go test-python test-cgocheck2 bench example clean conformance bench-net
 
 build: $(EXT)
 
@@ -50,3 +50,9 @@ clean:
 # FILE, -j N, module names) go in CONFORMANCE_ARGS.
 conformance: build
 	$(PYTHON) tests/conformance/run_cpython.py $(CONFORMANCE_ARGS)
+
+# Network benchmarks (bench/README.md, "Network benchmarks"): echo/HTTP servers on
+# each loop under a Go load generator and wrk. Options go in BENCH_NET_ARGS, e.g.
+# make bench-net BENCH_NET_ARGS="--quick --plot net.png".
+bench-net: build
+	$(PYTHON) bench/net/run.py $(BENCH_NET_ARGS)
