@@ -47,6 +47,8 @@ def pytest_configure(config):
     config.addinivalue_line("filterwarnings", "error")
     config.addinivalue_line(
         "markers", "leaks: long-running object/RSS leak checks (part of the normal suite)")
+    config.addinivalue_line(
+        "markers", "slow: the long loopback stream (GOLOOP_TEST_BIG=0 skips it, =1 makes it 1 GiB)")
 
 
 def pytest_collection_modifyitems(session, config, items):

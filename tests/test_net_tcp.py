@@ -125,8 +125,9 @@ async def connection(loop, side, factory=Recorder):
         yield transport, proto, peer
     finally:
         current = transport.get_protocol()  # None once connection_lost ran
-        transport.abort()
         if current is not None:
+            # (Not after connection_lost: stock 3.11 fails in abort() then.)
+            transport.abort()
             await wait(current.lost)
         peer.close()
         if server is not None:
