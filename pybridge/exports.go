@@ -35,6 +35,7 @@ func GoloopFree(id C.int) (rc C.int) {
 	l := loopOf(id)
 	l.Collect()
 	err := l.core.Close()
+	l.releaseStreams()
 	unregister(int(id))
 	if err != nil {
 		setError(err)
@@ -85,6 +86,9 @@ func GoloopClose(id C.int) (rc C.int) {
 		setError(err)
 		return -1
 	}
+	// As when asyncio closes its selector: the loop lets go of its open
+	// transports, and those nothing else holds warn and close their socket.
+	l.releaseStreams()
 	return 0
 }
 
@@ -94,6 +98,7 @@ func GoloopClear(id C.int) (rc C.int) {
 	l := loopOf(id)
 	l.Collect()
 	l.core.Clear()
+	l.releaseStreams()
 	return 0
 }
 
@@ -142,11 +147,23 @@ func GoloopUnwatch(id C.int, fd C.int, write C.int) (rc C.int) {
 //export GoloopTraverse
 func GoloopTraverse(id C.int, self *C.PyObject, visit C.goloop_visitproc, arg unsafe.Pointer) (rc C.int) {
 	defer guard(&rc, nil)
-	loopOf(id).core.Each(func(items []*C.PyObject) {
+	l := loopOf(id)
+	l.core.Each(func(items []*C.PyObject) {
 		if rc == 0 {
 			rc = C.goloop_visit(self, visit, arg, (*C.uintptr_t)(unsafe.Pointer(&items[0])), C.long(len(items)))
 		}
 	})
+	if rc == 0 && len(l.streams) > 0 {
+		// The transports' references are visited from a copy: visiting runs
+		// no Python code, but keep the list out of C's reach all the same.
+		objs := l.scratch[:0]
+		for _, p := range l.streams {
+			objs = append(objs, p.self)
+		}
+		rc = C.goloop_visit_objects(visit, arg, (*C.uintptr_t)(unsafe.Pointer(&objs[0])), C.long(len(objs)))
+		clear(objs)
+		l.scratch = objs[:0]
+	}
 	return rc
 }
 
@@ -165,6 +182,17 @@ func GoloopCounts(id C.int, ready, timers *C.long) {
 	l := loopOf(id).core
 	*ready = C.long(l.Ready())
 	*timers = C.long(l.Timers())
+}
+
+// GoloopPanic panics inside an export, so a test can check that a Go panic
+// reaches Python as RuntimeError instead of aborting the process.
+//
+//export GoloopPanic
+func GoloopPanic() (rc C.int) {
+	defer guard(&rc, nil)
+	var loops []*pyLoop
+	_ = loops[len(registry.loops)+1] // index out of range, at run time
+	return 0
 }
 
 //export GoloopLive

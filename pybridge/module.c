@@ -1,5 +1,6 @@
 /* The _goloop extension module: its init, the fork guard, and the small
  * helpers the Go side calls (reference counts, the GIL, errors). */
+#include <string.h>
 #include "goloop.h"
 #include "_cgo_export.h"
 
@@ -11,6 +12,7 @@ PyObject *goloop_str_context;
 PyObject *goloop_str_create_task_slow;
 
 void goloop_incref(PyObject *o) { Py_INCREF(o); }
+void goloop_decref(PyObject *o) { Py_DECREF(o); }
 
 
 PyThreadState *goloop_save_thread(void) { return PyEval_SaveThread(); }
@@ -24,12 +26,16 @@ goloop_set_closed_error(void)
     PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
 }
 
+void goloop_set_value_error(const char *msg) { PyErr_SetString(PyExc_ValueError, msg); }
+
 /* The one place an errno from the Go core becomes an OSError subclass
- * (ConnectionResetError, BlockingIOError, ...), with the syscall in the text. */
+ * (ConnectionResetError, BlockingIOError, ...): OSError(errno, text), whose
+ * constructor picks the subclass. With msg NULL the text is strerror's, as
+ * the socket module raises it ("[Errno 104] Connection reset by peer"). */
 void
 goloop_set_os_error(int err, const char *msg)
 {
-    PyObject *args = Py_BuildValue("(is)", err, msg);
+    PyObject *args = Py_BuildValue("(is)", err, msg != NULL ? msg : strerror(err));
     if (args != NULL) {
         PyErr_SetObject(PyExc_OSError, args);
         Py_DECREF(args);
@@ -108,11 +114,21 @@ live_loops(PyObject *m, PyObject *Py_UNUSED(ignored))
     return PyLong_FromLong(GoloopLive());
 }
 
+static PyObject *
+go_panic(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    if (GoloopPanic() < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"_after_fork_in_child", after_fork_in_child, METH_NOARGS, NULL},
     {"_set_helpers", (PyCFunction)(void (*)(void))set_helpers, METH_FASTCALL, NULL},
     {"_live_loops", live_loops, METH_NOARGS,
      "Number of Go core loops not yet freed (for leak tests)."},
+    {"_go_panic", go_panic, METH_NOARGS,
+     "Panic in Go behind an export (for the test that panics become RuntimeError)."},
     {NULL}
 };
 
@@ -167,6 +183,7 @@ PyInit__goloop(void)
     if (m == NULL)
         return NULL;
     if (goloop_init_handle_types(m) < 0 ||
+        goloop_init_transport_type(m) < 0 ||
         PyModule_AddObjectRef(m, "LoopBase", (PyObject *)&Goloop_LoopType) < 0 ||
         PyModule_AddObjectRef(m, "Handle", (PyObject *)goloop_handle_type) < 0 ||
         PyModule_AddObjectRef(m, "TimerHandle", (PyObject *)goloop_timer_type) < 0 ||

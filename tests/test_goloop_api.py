@@ -370,3 +370,17 @@ def test_goloop_run_signature(goloop):
     assert list(params)[0] == "main"
     assert params["debug"].kind is inspect.Parameter.KEYWORD_ONLY
     assert params["debug"].default is None
+
+
+def test_go_panic_becomes_runtime_error(goloop):
+    # Every export recovers: a Go panic is a Python exception, never an abort,
+    # and the interpreter and the loops go on working.
+    goloop.new().close()
+    from goloop import _goloop
+    with pytest.raises(RuntimeError, match="Go panic"):
+        _goloop._go_panic()
+    loop = goloop.new()
+    try:
+        assert loop.run_until_complete(asyncio.sleep(0, "alive")) == "alive"
+    finally:
+        loop.close()
