@@ -435,6 +435,21 @@ func (l *Loop[T]) Watching(fd int) Events {
 	return 0
 }
 
+// Watcher returns the item AddReader (ev Read) or AddWriter (ev Write)
+// registered for fd, if any: the embedder cancels it before replacing or
+// removing it, as asyncio's selector loop cancels the old handle.
+func (l *Loop[T]) Watcher(fd int, ev Events) (T, bool) {
+	var zero T
+	w := l.watchers[fd]
+	if w == nil || w.kind != watchItems || w.events&ev == 0 {
+		return zero, false
+	}
+	if ev == Read {
+		return w.reader, true
+	}
+	return w.writer, true
+}
+
 // Register makes the loop call io.Ready when fd is ready for any of ev
 // (which may be 0: the IO then owns fd without polling it). The fd must not
 // be watched already, by items or by an IO (InUseError), nor be one of the

@@ -167,6 +167,19 @@ func GoloopTraverse(id C.int, self *C.PyObject, visit C.goloop_visitproc, arg un
 	return rc
 }
 
+// GoloopWatcher returns the handle add_reader (write 0) or add_writer
+// (write 1) registered for fd, borrowed, or NULL.
+//
+//export GoloopWatcher
+func GoloopWatcher(id C.int, fd C.int, write C.int) *C.PyObject {
+	ev := core.Read
+	if write != 0 {
+		ev = core.Write
+	}
+	h, _ := loopOf(id).core.Watcher(int(fd), ev)
+	return h
+}
+
 // GoloopWatching returns the events fd is watched for: 1 read, 2 write
 // (selectors' EVENT_READ and EVENT_WRITE, which core.Read and core.Write
 // equal).

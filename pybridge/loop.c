@@ -376,11 +376,33 @@ goloop_as_fd(PyObject *o)
     Py_DECREF(num);
     if (fd == -1 && PyErr_Occurred())
         return -1;
-    if (fd < 0 || fd > INT_MAX) {
+    if (fd < 0) {
         PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %ld", fd);
         return -1;
     }
+    if (fd > INT_MAX) {
+        /* what epoll's register raises for it in asyncio (and a removal
+         * reports False: such an fd is never registered) */
+        PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C int");
+        return -1;
+    }
     return (int)fd;
+}
+
+/* asyncio's selector loop cancels the handle it replaces or removes. */
+static int
+cancel_watcher(LoopObject *self, int fd, int write)
+{
+    PyObject *old = GoloopWatcher(self->id, fd, write);
+    if (old == NULL)
+        return 0;
+    Py_INCREF(old);
+    PyObject *r = PyObject_CallMethod(old, "cancel", NULL);
+    Py_DECREF(old);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
 }
 
 static PyObject *
@@ -402,6 +424,10 @@ add_watcher(LoopObject *self, PyObject *const *args, Py_ssize_t nargs, int write
     HandleObject *h = goloop_handle_new(goloop_handle_type, self, args + 1, nargs - 1, NULL);
     if (h == NULL)
         return NULL;
+    if (cancel_watcher(self, fd, write) < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
     if (GoloopWatch(self->id, fd, write, (PyObject *)Py_NewRef(h)) < 0) {
         Py_DECREF(h);
         return NULL;
@@ -425,12 +451,18 @@ static PyObject *
 remove_watcher(LoopObject *self, PyObject *arg, int write)
 {
     int fd = goloop_as_fd(arg);
-    if (fd < 0)
-        return NULL;
+    if (fd < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return NULL;
+        PyErr_Clear();
+        Py_RETURN_FALSE;
+    }
     if (goloop_check_forked() < 0)
         return NULL;
     if (self->closed)
         Py_RETURN_FALSE;
+    if (cancel_watcher(self, fd, write) < 0)
+        return NULL;
     int r = GoloopUnwatch(self->id, fd, write);
     if (r < 0)
         return NULL;
