@@ -11,6 +11,7 @@ the same scenario on the stock loop.
 
 import asyncio
 import contextlib
+import io
 import os
 import re
 import shutil
@@ -893,3 +894,49 @@ def test_set_protocol(loop, side):
             assert bytes(first.received) == b"one" and first.calls == ["made", "data"]
             assert second.calls == ["data", "eof", "lost"]
     support.run_guarded(loop, main())
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_loop_sendfile_over_transport(loop, side, tmp_path):
+    """loop.sendfile(transport, file): data written before it arrives first,
+    the file's bytes follow, the file position moves, writes work after."""
+    data = os.urandom(2 * 2**20 + 333)
+    path = tmp_path / "payload"
+    path.write_bytes(data)
+    async def main():
+        async with connection(loop, side) as (transport, proto, peer):
+            transport.write(b"head")
+            reader = loop.create_task(recv_exactly(loop, peer, 4 + len(data) - 100 + 4))
+            with open(path, "rb") as f:
+                assert await wait(loop.sendfile(transport, f, 100)) == len(data) - 100
+                assert f.tell() == len(data)
+            transport.write(b"tail")
+            assert await wait(reader) == b"head" + data[100:] + b"tail"
+            assert proto.calls == ["made"]
+    support.run_guarded(loop, main())
+
+
+@pytest.mark.parametrize("case", ["closing transport", "BytesIO without fallback",
+                                  "BytesIO with fallback", "text file"])
+def test_loop_sendfile_rules_as_asyncio(loop, case, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"file data")
+
+    def scenario(lp):
+        async def main():
+            async with connection(lp, "client") as (transport, proto, peer):
+                with open(path, "r" if case == "text file" else "rb") as f:
+                    file, kwargs = f, {}
+                    if case.startswith("BytesIO"):
+                        file = io.BytesIO(b"bytes data")
+                        kwargs = {"fallback": case.endswith("with fallback")}
+                    if case == "closing transport":
+                        transport.close()
+                    result = await _outcome(lp.sendfile(transport, file, **kwargs))
+                    if result[0] == "returned":
+                        result += (await wait(recv_exactly(lp, peer, result[1])),)
+                    return result
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert scenario(loop) == expected
