@@ -20,14 +20,19 @@ import time
 import warnings
 import weakref
 import selectors
+import socket
 from asyncio import (
     base_events,
+    constants,
     coroutines,
     events,
     format_helpers,
     futures,
+    protocols,
     selector_events,
+    sslproto,
     tasks,
+    trsock,
     unix_events,
 )
 
@@ -41,6 +46,10 @@ _Unix = unix_events._UnixSelectorEventLoop
 _logger = base_events.logger
 
 _FORMAT_HAS_DEBUG = "debug" in inspect.signature(format_helpers._format_callback_source).parameters
+# Server._attach() and _detach() take the transport from 3.13 on; 3.12 added
+# the fd check to _make_socket_transport.
+_ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
+_CHECK_FD_ON_MAKE = sys.version_info >= (3, 12)
 _iscoroutinefunction = getattr(coroutines, "_iscoroutinefunction", coroutines.iscoroutinefunction)
 
 
@@ -222,10 +231,12 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
     _sock_add_cancellation_callback = _Unix._sock_add_cancellation_callback
 
     # Connections, servers, datagrams, TLS and pipes: asyncio's own
-    # orchestration (address resolution, happy eyeballs, Server, sslproto)
-    # over the selector transports, which run on the Go poller through
-    # _add_reader/_add_writer. Native Go transports for TCP and Unix
-    # streams replace _make_socket_transport as they land (issue 3).
+    # orchestration (address resolution, happy eyeballs, Server, sslproto).
+    # TCP and Unix stream sockets get goloop's native transport
+    # (_goloop._SocketTransport: reads, writes, buffering and flow control in
+    # Go); TLS is asyncio's sslproto layered over that transport. Datagrams
+    # and pipes still use asyncio's selector transports, which run on the Go
+    # poller through _add_reader/_add_writer.
 
     create_connection = _Base.create_connection
     _connect_sock = _Base._connect_sock
@@ -235,14 +246,66 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
     connect_accepted_socket = _Base.connect_accepted_socket
     create_datagram_endpoint = _Base.create_datagram_endpoint
     sendfile = _Base.sendfile
-    _sendfile_native = _Selector._sendfile_native
     _sendfile_fallback = _Base._sendfile_fallback
     start_tls = _Base.start_tls
     create_unix_connection = _Unix.create_unix_connection
     create_unix_server = _Unix.create_unix_server
 
-    _make_socket_transport = _Selector._make_socket_transport
-    _make_ssl_transport = _Selector._make_ssl_transport
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        if _CHECK_FD_ON_MAKE:
+            self._ensure_fd_no_transport(sock)
+        return _socket_transport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(
+        self,
+        rawsock,
+        protocol,
+        sslcontext,
+        waiter=None,
+        *,
+        server_side=False,
+        server_hostname=None,
+        extra=None,
+        server=None,
+        ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+    ):
+        if _CHECK_FD_ON_MAKE:
+            self._ensure_fd_no_transport(rawsock)
+        ssl_protocol = sslproto.SSLProtocol(
+            self,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+        _socket_transport(self, rawsock, ssl_protocol, None, extra, server)
+        return ssl_protocol._app_transport
+
+    async def _sendfile_native(self, transp, file, offset, count):
+        # asyncio's selector loop's, plus _lend_fd(): the Go core owns a
+        # native transport's fd, and sock_sendfile watches it with
+        # add_writer, so the core lets go of it for the length of the
+        # sendfile (the transport is idle meanwhile: reading paused,
+        # buffer flushed, write() refused).
+        if not isinstance(transp, _goloop._SocketTransport):
+            return await _Selector._sendfile_native(self, transp, file, offset, count)
+        del self._transports[transp._sock_fd]
+        resume_reading = transp.is_reading()
+        transp.pause_reading()
+        await transp._make_empty_waiter()
+        try:
+            transp._lend_fd()
+            return await self.sock_sendfile(transp._sock, file, offset, count, fallback=False)
+        finally:
+            transp._reset_empty_waiter()
+            if resume_reading:
+                transp.resume_reading()
+            self._transports[transp._sock_fd] = transp
+
     _make_datagram_transport = _Selector._make_datagram_transport
     _start_serving = _Selector._start_serving
     _accept_connection = _Selector._accept_connection
@@ -381,6 +444,46 @@ class _WatchView:
         return selectors.SelectorKey(fd, fd, events, None)
 
 
+def _socket_transport(loop, sock, protocol, waiter, extra, server):
+    """The native transport for a connected stream socket, set up as
+    asyncio's _SelectorSocketTransport.__init__ sets itself up."""
+    if extra is None:
+        extra = {}
+    extra["socket"] = trsock.TransportSocket(sock)
+    try:
+        extra["sockname"] = sock.getsockname()
+    except OSError:
+        extra["sockname"] = None
+    if "peername" not in extra:
+        try:
+            extra["peername"] = sock.getpeername()
+        except socket.error:
+            extra["peername"] = None
+    # Registers the fd with the Go core: from here the transport owns it.
+    transport = _goloop._new_socket_transport(loop, sock, protocol, extra, server)
+    if server is not None:
+        if _ATTACH_TAKES_TRANSPORT:
+            server._attach(transport)
+        else:
+            server._attach()
+    loop._transports[sock.fileno()] = transport
+    # Disable the Nagle algorithm: small writes go out without waiting for
+    # the peer's ACK.
+    base_events._set_nodelay(sock)
+    loop.call_soon(protocol.connection_made, transport)
+    # only start reading when connection_made() has been called
+    loop.call_soon(transport._start)
+    if waiter is not None:
+        # only wake up the waiter when connection_made() has been called
+        loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+    return transport
+
+
+# What asyncio's _SelectorSocketTransport has as class attributes.
+_goloop._SocketTransport._start_tls_compatible = True
+_goloop._SocketTransport._sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+
+
 # The Python halves of native cold paths.
 
 
@@ -414,6 +517,58 @@ def _extract_stack():
     return format_helpers.extract_stack(sys._getframe(1))
 
 
+def _transport_fatal_error(transport, exc, message):
+    # The report half of asyncio's _SelectorTransport._fatal_error; the
+    # native side force-closes the transport with exc afterwards.
+    loop = transport._loop
+    if isinstance(exc, OSError):
+        if loop is not None and loop.get_debug():
+            _logger.debug("%r: %s", transport, message, exc_info=exc)
+    elif loop is not None:
+        loop.call_exception_handler(
+            {
+                "message": message,
+                "exception": exc,
+                "transport": transport,
+                "protocol": transport._protocol,
+            }
+        )
+
+
+def _transport_callback_failed(transport, exc, message):
+    # _FlowControlMixin: a failing pause_writing()/resume_writing().
+    transport._loop.call_exception_handler(
+        {
+            "message": message,
+            "exception": exc,
+            "transport": transport,
+            "protocol": transport._protocol,
+        }
+    )
+
+
+def _connection_lost_failed(loop, transport, arg, exc):
+    # asyncio calls _call_connection_lost through call_soon, so a failing
+    # connection_lost() reaches the handler as a failing callback.
+    if loop is None:
+        return
+    loop.call_exception_handler(
+        {
+            "message": f"Exception in callback {type(transport).__name__}"
+            f"._call_connection_lost({arg!r})",
+            "exception": exc,
+            "transport": transport,
+        }
+    )
+
+
 _goloop._set_helpers(
     _callback_failed, _log_slow, _extract_stack, futures.Future, tasks.Task, selectors._fileobj_to_fd
+)
+_goloop._set_transport_helpers(
+    protocols.BufferedProtocol,
+    _transport_fatal_error,
+    _transport_callback_failed,
+    _connection_lost_failed,
+    _logger,
 )

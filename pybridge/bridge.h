@@ -45,12 +45,43 @@ int  goloop_handle_cancelled(PyObject *handle);
 /* loop.c */
 int  goloop_signalled(PyObject *loop, const char *data, long n); /* -1: stop the loop */
 
+/* stream.c: the protocol side of a socket transport, called by stream.go's
+ * sink. t is the transport object (borrowed). Unless said otherwise they
+ * return 0, or -1 with an exception set that must stop the loop
+ * (KeyboardInterrupt, SystemExit). Any other exception from the protocol is
+ * handled as asyncio's transport does: reported through the loop's
+ * exception handler, and the transport force-closed with it (a nested call
+ * of GoloopStreamForceClose) -- the Go side then finds the stream lost. */
+int goloop_stream_data(PyObject *t, const char *buf, long n);
+int goloop_stream_eof(PyObject *t);   /* -1, or 1: keep open, 0: close */
+typedef struct {
+    char *buf;   /* NULL when rc != 0 or the protocol failed */
+    long len;
+    int rc;
+} goloop_getbuf;
+goloop_getbuf goloop_stream_get_buffer(PyObject *t);
+int goloop_stream_buffer_updated(PyObject *t, long n);   /* n == 0: release only */
+int goloop_stream_pause_writing(PyObject *t);
+int goloop_stream_resume_writing(PyObject *t);
+void goloop_stream_drained(PyObject *t);   /* resolves _make_empty_waiter's future */
+/* connection_lost(exc), then closes the socket; steals exc (NULL: None). */
+int goloop_stream_lost(PyObject *t, PyObject *exc);
+/* One buffer of writelines(), lent for the call. */
+typedef struct {
+    char *buf;
+    long len;
+} goloop_buf;
+int goloop_visit_objects(goloop_visitproc visit, void *arg, uintptr_t *objs, long n);
+
 /* module.c */
 void goloop_incref(PyObject *o);
+void goloop_decref(PyObject *o);
+PyObject *goloop_fetch_exception(void);   /* new reference; clears it */
 PyThreadState *goloop_save_thread(void);
 void goloop_restore_thread(PyThreadState *ts);
 void goloop_set_runtime_error(const char *msg);
-void goloop_set_os_error(int err, const char *msg);
+void goloop_set_os_error(int err, const char *msg);   /* msg NULL: strerror(err) */
+void goloop_set_value_error(const char *msg);
 void goloop_set_closed_error(void);
 
 #endif

@@ -89,4 +89,44 @@ int goloop_intake_soon(LoopObject *loop, PyObject *handle);   /* steals */
 PyObject *goloop_fetch_exception(void);   /* the raised exception, normalized; clears it */
 void goloop_restore_exception(PyObject *exc);   /* raises it again; steals */
 
+/* goloop._SocketTransport: a TCP or Unix stream socket served by the Go
+ * core's Stream (stream.c, stream.go). It subclasses
+ * asyncio.transports._FlowControlMixin (so isinstance checks against
+ * Transport and _FlowControlMixin hold, as asyncio's sendfile fallback
+ * requires) the way the handles subclass asyncio's: the base's __slots__
+ * storage (_extra, _loop, _protocol_paused, _high_water, _low_water) is
+ * reserved and left zeroed, and getsets of the same names shadow it.
+ *
+ * Ownership: the Python socket object owns the descriptor; the transport
+ * holds it (sock) and closes it once the Go core has let go of the fd:
+ * after protocol.connection_lost() (the core's Lost, as asyncio's
+ * _call_connection_lost does), or in the finalizer of a transport that was
+ * never closed (asyncio's __del__), which first takes the fd back from the
+ * core. The Go side holds a reference to the transport from creation until
+ * Lost is delivered, as asyncio's selector holds the read handle: an open
+ * transport is not collected while its loop lives. The loop's traverse
+ * reports that reference, and closing the loop drops it. */
+#define GOLOOP_TRANSPORT_SLOTS 8   /* _FlowControlMixin has 5; checked at init */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *asyncio_slots[GOLOOP_TRANSPORT_SLOTS];
+    PyObject *extra;         /* dict: asyncio's _extra */
+    LoopObject *loop;        /* NULL once the connection is lost, as asyncio's _loop */
+    PyObject *sock;          /* socket.socket; NULL once closed */
+    PyObject *protocol;      /* NULL once the connection is lost */
+    PyObject *server;        /* base_events.Server or NULL, until detached */
+    PyObject *empty_waiter;  /* future of _make_empty_waiter (sendfile) */
+    PyObject *dict;
+    PyObject *weakreflist;
+    Py_buffer view;          /* the get_buffer() buffer during one read */
+    int id;                  /* the stream in the Go registry; -1 when none */
+    int fd;
+    char buffered;           /* protocol is an asyncio.BufferedProtocol */
+    char protocol_paused;    /* pause_writing() called, resume_writing() not yet */
+    char has_view;
+} TransportObject;
+
+int goloop_init_transport_type(PyObject *module);
+
 #endif

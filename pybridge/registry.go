@@ -26,6 +26,10 @@ type pyLoop struct {
 	// intake is C memory inside the Python loop object, which outlives
 	// this pyLoop (GoloopFree runs in its dealloc).
 	intake *C.goloop_intake
+	// streams are the socket transports whose Python object this loop
+	// holds a reference to (stream.go), for the cyclic GC and for Close.
+	streams []*pyStream
+	scratch []*C.PyObject // reused by traverse
 }
 
 // The registry maps the int id a LoopBase stores to its pyLoop, so the hot
@@ -61,16 +65,21 @@ func loopOf(id C.int) *pyLoop { return registry.loops[id] }
 var errPython = errors.New("python exception set")
 
 // setError raises err as a Python exception: the one place where Go errors
-// become Python ones (an errno becomes the matching OSError subclass).
+// become Python ones. An errno becomes the matching OSError subclass with
+// strerror's text, as the socket and select modules raise it (the core's
+// wrapping names the system call, which Python's OSError has no room for).
 func setError(err error) {
 	var errno syscall.Errno
+	var limits *core.LimitsError
 	switch {
 	case errors.Is(err, errPython):
 	case errors.Is(err, core.ErrClosed):
 		C.goloop_set_closed_error()
 	case errors.As(err, &errno):
-		msg := C.CString(err.Error())
-		C.goloop_set_os_error(C.int(errno), msg)
+		C.goloop_set_os_error(C.int(errno), nil)
+	case errors.As(err, &limits):
+		msg := C.CString(limits.Error())
+		C.goloop_set_value_error(msg)
 		C.free(unsafe.Pointer(msg))
 	default:
 		msg := C.CString(err.Error())
