@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -99,7 +100,14 @@ func (p *poller) ctl(fd int, old, new Events) error {
 }
 
 func (p *poller) wait(msec int, fn func(fd int, ev Events)) (woken bool, sig []byte, err error) {
-	n, err := unix.EpollWait(p.epfd, p.events[:], msec)
+	var n int
+	if msec == 0 {
+		// A poll that cannot block is a raw system call, as the
+		// transports' reads and writes are (sock_linux.go).
+		n, err = epollWaitNow(p.epfd, p.events[:])
+	} else {
+		n, err = unix.EpollWait(p.epfd, p.events[:], msec)
+	}
 	if err != nil {
 		if err == unix.EINTR {
 			return false, nil, nil
@@ -183,4 +191,14 @@ func (p *poller) close() error {
 		}
 	}
 	return first
+}
+
+// epollWaitNow is epoll_wait with a zero timeout, as a raw system call.
+func epollWaitNow(epfd int, events []unix.EpollEvent) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd),
+		uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }

@@ -213,7 +213,7 @@ func (s *Stream) Ready(ev Events) error {
 // so what is left is read on the next tick.
 func (s *Stream) read() error {
 	buf := s.loop.readBuffer()
-	n, err := unix.Read(s.fd, buf)
+	n, err := read(s.fd, buf)
 	switch {
 	case err != nil:
 		return s.readFailed(err)
@@ -239,7 +239,7 @@ func (s *Stream) readInto() error {
 	if s.lost { // the sink failed the stream, yet lent a buffer
 		return bs.BufferUpdated(0)
 	}
-	n, rerr := unix.Read(s.fd, buf)
+	n, rerr := read(s.fd, buf)
 	if rerr != nil {
 		n = 0
 	}

@@ -35,6 +35,17 @@ type TransportSink interface {
 	Lost(err error) error
 }
 
+// ClosingSink is a TransportSink that is told when its transport starts
+// closing, whatever the cause: Close, Abort, ForceClose, a fatal read or
+// write error, an EOF not kept open. Closing is called once, before the
+// call that closes the transport returns (and so before Lost), and must not
+// call back into the transport. The bridge uses it to keep exact the state
+// it mirrors in C, where an idle stream's writes go straight to the socket.
+type ClosingSink interface {
+	TransportSink
+	Closing()
+}
+
 // Unset stands for Python's None in SetWriteBufferLimits.
 const Unset = math.MinInt
 
@@ -186,7 +197,7 @@ func (t *transport) Close() error {
 	if t.closing {
 		return nil
 	}
-	t.closing = true
+	t.setClosing()
 	if !t.impl.buffered() {
 		return t.lostSoon(nil)
 	}
@@ -204,8 +215,18 @@ func (t *transport) ForceClose(err error) error {
 		return nil
 	}
 	t.impl.dropBuffer()
-	t.closing = true
+	t.setClosing()
 	return t.lostSoon(err)
+}
+
+func (t *transport) setClosing() {
+	if t.closing {
+		return
+	}
+	t.closing = true
+	if cs, ok := t.sink.(ClosingSink); ok {
+		cs.Closing()
+	}
 }
 
 // lostSoon unregisters and schedules Lost(err).
