@@ -45,6 +45,15 @@ int  goloop_handle_cancelled(PyObject *handle);
 /* loop.c */
 int  goloop_signalled(PyObject *loop, const char *data, long n); /* -1: stop the loop */
 
+/* Kept current by stream.go in each transport object: idle means write()
+ * may send() straight to the socket from C (stream.c's fast path, which
+ * spares a call into Go per write): the stream is open, has not had
+ * write_eof(), and nothing is buffered. Go clears it before the socket can
+ * be closed. */
+typedef struct {
+    int idle;
+} goloop_wstate;
+
 /* stream.c: the protocol side of a socket transport, called by stream.go's
  * sink. t is the transport object (borrowed). Unless said otherwise they
  * return 0, or -1 with an exception set that must stop the loop

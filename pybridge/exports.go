@@ -33,7 +33,7 @@ func GoloopNew(intake *C.goloop_intake) (rc C.int) {
 func GoloopFree(id C.int) (rc C.int) {
 	defer guard(&rc, nil)
 	l := loopOf(id)
-	l.Collect()
+	l.collect()
 	err := l.core.Close()
 	l.releaseStreams()
 	unregister(int(id))
@@ -81,7 +81,7 @@ func GoloopSignalFD(id C.int) C.int { return C.int(loopOf(id).core.SignalFD()) }
 func GoloopClose(id C.int) (rc C.int) {
 	defer guard(&rc, nil)
 	l := loopOf(id)
-	l.Collect()
+	l.collect()
 	if err := l.core.Close(); err != nil {
 		setError(err)
 		return -1
@@ -96,7 +96,7 @@ func GoloopClose(id C.int) (rc C.int) {
 func GoloopClear(id C.int) (rc C.int) {
 	defer guard(&rc, nil)
 	l := loopOf(id)
-	l.Collect()
+	l.collect()
 	l.core.Clear()
 	l.releaseStreams()
 	return 0
@@ -191,7 +191,7 @@ func GoloopWatching(id C.int, fd C.int) C.int {
 
 //export GoloopCounts
 func GoloopCounts(id C.int, ready, timers *C.long) {
-	loopOf(id).Collect()
+	loopOf(id).collect()
 	l := loopOf(id).core
 	*ready = C.long(l.Ready())
 	*timers = C.long(l.Timers())

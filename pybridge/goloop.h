@@ -120,6 +120,7 @@ typedef struct {
     PyObject *dict;
     PyObject *weakreflist;
     Py_buffer view;          /* the get_buffer() buffer during one read */
+    goloop_wstate ws;        /* written by stream.go */
     int id;                  /* the stream in the Go registry; -1 when none */
     int fd;
     char buffered;           /* protocol is an asyncio.BufferedProtocol */

@@ -9,6 +9,7 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"syscall"
 	"unsafe"
 
@@ -30,6 +31,8 @@ type pyLoop struct {
 	// holds a reference to (stream.go), for the cyclic GC and for Close.
 	streams []*pyStream
 	scratch []*C.PyObject // reused by traverse
+	// lastYield is when Collect last yielded to the Go scheduler.
+	lastYield int64
 }
 
 // The registry maps the int id a LoopBase stores to its pyLoop, so the hot
@@ -104,9 +107,31 @@ func guard(rc *C.int, l *pyLoop) {
 	*rc = -1
 }
 
-// Collect moves what C queued since the last tick into the core. It reads
-// the intake's C memory directly: no cgo call.
+// yieldEvery is how often the loop goroutine passes through the Go
+// scheduler (runtime.Gosched). Go's sysmon treats a goroutine that has not
+// been rescheduled for 10 ms (forcePreemptNS) as one to preempt, and since a
+// goroutine in a cgo call cannot be preempted it takes its P away instead,
+// each time it finds it in a system call or a call into C: for a loop that
+// runs Python inside one long cgo callback, that was every poll and most
+// protocol calls, with a thread woken to look for work each time (a tenth of
+// a 1 KiB echo's user CPU). Yielding well within the 10 ms keeps sysmon
+// idle; it costs a hand-off between threads (the goroutine is locked to the
+// loop thread) every few milliseconds.
+const yieldEvery = 5e6 // ns
+
+// Collect is the hook the core calls at the start of each tick and after
+// the poll: the scheduler yield above, then collect.
 func (l *pyLoop) Collect() {
+	if now := nanotime(); now-l.lastYield > yieldEvery {
+		l.lastYield = now
+		runtime.Gosched()
+	}
+	l.collect()
+}
+
+// collect moves what C queued since the last tick into the core. It reads
+// the intake's C memory directly: no cgo call.
+func (l *pyLoop) collect() {
 	in := l.intake
 	if in.nsoon > 0 {
 		for _, h := range unsafe.Slice(in.soon, in.nsoon) {
@@ -163,3 +188,8 @@ func (l *pyLoop) Signalled(sig []byte) error {
 	}
 	return nil
 }
+
+// nanotime is the runtime's monotonic clock (a vDSO read), as core.Now.
+//
+//go:linkname nanotime runtime.nanotime
+func nanotime() int64

@@ -4,7 +4,10 @@
  * arguments as asyncio does and call one Go export each; the helpers at the
  * top are what the Go sink calls to reach the protocol. Layout and
  * ownership: goloop.h, TransportObject. */
+#include <errno.h>
 #include <limits.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include "goloop.h"
 #include "structmember.h"
 #include "_cgo_export.h"
@@ -420,6 +423,44 @@ sendfile_running(TransportObject *t, const char *method)
     return PyErr_Format(PyExc_RuntimeError, "unable to %s; sendfile is in progress", method);
 }
 
+/* The write fast path. When the stream is idle (bridge.h, goloop_wstate:
+ * open, no write_eof(), nothing buffered) the core's Write would make one
+ * sendmsg and return; making it here spares the call into Go. Whatever the
+ * socket does not take, and a failure, go to Go as if Go had sent it: the
+ * rest is buffered there, the errno fails the stream. Returns the bytes
+ * sent, or -1 with an exception set. */
+static Py_ssize_t
+send_now(TransportObject *t, struct iovec *iov, int n)
+{
+    struct msghdr msg = {0};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = n;
+    ssize_t sent = sendmsg(t->fd, &msg, MSG_NOSIGNAL);
+    if (sent >= 0)
+        return sent;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return 0;
+    if (GoloopStreamSendFailed(t->id, errno) < 0)
+        return -1;
+    return -2;   /* the stream failed: nothing more to do */
+}
+
+static PyObject *
+write_buffer(TransportObject *t, const char *buf, Py_ssize_t len)
+{
+    if (t->ws.idle && len > 0) {
+        struct iovec iov = {(void *)buf, (size_t)len};
+        Py_ssize_t sent = send_now(t, &iov, 1);
+        if (sent == len || sent == -2)
+            Py_RETURN_NONE;
+        if (sent < 0)
+            return NULL;
+        buf += sent;
+        len -= sent;
+    }
+    return write_done(GoloopStreamWrite(t->id, (char *)buf, (long)len), "write");
+}
+
 static PyObject *
 transport_write(TransportObject *t, PyObject *data)
 {
@@ -433,18 +474,14 @@ transport_write(TransportObject *t, PyObject *data)
     }
     if (t->empty_waiter != NULL)
         return sendfile_running(t, "write");
-    int rc;
-    if (PyBytes_CheckExact(data)) {
-        rc = GoloopStreamWrite(t->id, PyBytes_AS_STRING(data), (long)PyBytes_GET_SIZE(data));
-    }
-    else {
-        Py_buffer view;
-        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
-            return NULL;
-        rc = GoloopStreamWrite(t->id, view.buf, (long)view.len);
-        PyBuffer_Release(&view);
-    }
-    return write_done(rc, "write");
+    if (PyBytes_CheckExact(data))
+        return write_buffer(t, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data));
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *r = write_buffer(t, view.buf, view.len);
+    PyBuffer_Release(&view);
+    return r;
 }
 
 #if PY_VERSION_HEX < 0x030C0000
@@ -516,7 +553,35 @@ transport_writelines(TransportObject *t, PyObject *list)
         bufs[got].buf = views[got].buf;
         bufs[got].len = (long)views[got].len;
     }
-    result = write_done(GoloopStreamWriteLines(t->id, bufs, (long)n), "writelines");
+    goloop_buf *rest = bufs;
+    Py_ssize_t nrest = n;
+    if (t->ws.idle && n <= LINES_ON_STACK) {
+        /* the fast path (see write_buffer), for what fits one sendmsg */
+        struct iovec iov[LINES_ON_STACK];
+        Py_ssize_t total = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            iov[i].iov_base = bufs[i].buf;
+            iov[i].iov_len = (size_t)bufs[i].len;
+            total += bufs[i].len;
+        }
+        Py_ssize_t sent = total > 0 ? send_now(t, iov, (int)n) : 0;
+        if (sent == -1)
+            goto done;
+        if (sent == total || sent == -2) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        while (nrest > 0 && sent >= rest->len) {
+            sent -= rest->len;
+            rest++;
+            nrest--;
+        }
+        if (nrest > 0) {
+            rest->buf += sent;
+            rest->len -= (long)sent;
+        }
+    }
+    result = write_done(GoloopStreamWriteLines(t->id, rest, (long)nrest), "writelines");
 done:
     for (Py_ssize_t i = 0; i < got; i++)
         PyBuffer_Release(&views[i]);
@@ -1042,7 +1107,8 @@ new_socket_transport(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     t->buffered = (char)buffered;
     t->protocol_paused = 0;
     t->has_view = 0;
-    t->id = GoloopStreamNew(((LoopObject *)loop)->id, (int)fd, (PyObject *)t, buffered);
+    t->ws.idle = 0;
+    t->id = GoloopStreamNew(((LoopObject *)loop)->id, (int)fd, (PyObject *)t, buffered, &t->ws);
     if (t->id < 0) {
         Py_CLEAR(t->server);   /* not attached */
         Py_DECREF(t);

@@ -23,6 +23,8 @@ import "C"
 import (
 	"errors"
 	"math"
+	"os"
+	"syscall"
 	"unsafe"
 
 	"goloop/core"
@@ -58,6 +60,10 @@ type pyStream struct {
 	toldPaused bool
 	drain      drainWait
 	lent       bool // the fd is unregistered for the length of a sendfile
+	eof        bool // write_eof() called
+	// ws is C memory in the transport object, the write fast path's state
+	// (bridge.h); nil once the object is freed.
+	ws *C.goloop_wstate
 }
 
 // drainWait is _make_empty_waiter's wait for the write buffer to empty. The
@@ -72,6 +78,7 @@ type drainWait struct {
 }
 
 var _ core.StreamSink = (*pyStream)(nil)
+var _ core.ClosingSink = (*pyStream)(nil)
 var _ core.BufferedStreamSink = bufferedSink{}
 
 // bufferedSink is the sink of a stream whose protocol is an
@@ -148,7 +155,7 @@ func fail(err error) C.int {
 // stream of the loop, registered but not read until GoloopStreamStart.
 //
 //export GoloopStreamNew
-func GoloopStreamNew(loopID C.int, fd C.int, self *C.PyObject, buffered C.int) (rc C.int) {
+func GoloopStreamNew(loopID C.int, fd C.int, self *C.PyObject, buffered C.int, ws *C.goloop_wstate) (rc C.int) {
 	defer guard(&rc, nil)
 	l := loopOf(loopID)
 	p := &pyStream{loop: l, self: self, fd: int(fd), slot: -1}
@@ -158,8 +165,34 @@ func GoloopStreamNew(loopID C.int, fd C.int, self *C.PyObject, buffered C.int) (
 		return fail(err)
 	}
 	p.s = s
+	p.ws = ws
+	p.syncIdle()
 	l.hold(p)
 	return C.int(registerStream(p))
+}
+
+// syncIdle tells stream.c whether write() may go straight to the socket.
+// Every change away from idle goes through here or Closing, before
+// anything that could close the socket; a change back to idle that
+// happens inside the core (a flush emptying the buffer) is noticed at the
+// next write that goes through Go.
+func (p *pyStream) syncIdle() {
+	if p.ws == nil {
+		return
+	}
+	idle := p.s != nil && !p.eof && !p.lent && !p.s.IsClosing() && p.s.GetWriteBufferSize() == 0
+	if idle {
+		p.ws.idle = 1
+	} else {
+		p.ws.idle = 0
+	}
+}
+
+// Closing is core.ClosingSink's: the stream is closing, whatever the cause.
+func (p *pyStream) Closing() {
+	if p.ws != nil {
+		p.ws.idle = 0
+	}
 }
 
 func (p *pyStream) sinkFor(buffered bool) core.StreamSink {
@@ -178,6 +211,7 @@ func GoloopStreamFree(id C.int) (rc C.int) {
 	if p.s != nil {
 		p.s.SetSink(nil) // nothing may call into a freed object
 	}
+	p.ws = nil
 	p.release() // the held exception; the loop holds no reference by now
 	streams.list[id] = nil
 	streams.free = append(streams.free, int(id))
@@ -194,6 +228,7 @@ func GoloopStreamDetach(id C.int) (rc C.int) {
 	p := streamOf(id)
 	if s := p.s; s != nil {
 		p.s = nil
+		p.syncIdle()
 		s.SetSink(nil)
 		if p.loop.core.Owner(p.fd) == core.IO(s) {
 			if err := p.loop.core.Unregister(p.fd); err != nil {
@@ -236,6 +271,7 @@ func GoloopStreamStart(id C.int) (rc C.int) {
 // -2 for a write after write_eof (C raises it: its wording depends on the
 // method), -1 with an exception set.
 func (p *pyStream) writeResult(err error, lostBefore int) C.int {
+	p.syncIdle()
 	switch {
 	case err == nil:
 	case errors.Is(err, core.ErrWriteAfterEOF):
@@ -261,7 +297,7 @@ func GoloopStreamWrite(id C.int, buf *C.char, n C.long) (rc C.int) {
 	}
 	// Callbacks queued so far run before a Lost this write may schedule,
 	// as in asyncio's single ready queue.
-	p.loop.Collect()
+	p.loop.collect()
 	before := p.s.LostWrites()
 	var b []byte
 	if n > 0 {
@@ -279,7 +315,7 @@ func GoloopStreamWriteLines(id C.int, bufs *C.goloop_buf, n C.long) (rc C.int) {
 	if p.s == nil {
 		return 0
 	}
-	p.loop.Collect()
+	p.loop.collect()
 	lines := p.lines[:0]
 	if n > 0 {
 		for _, b := range unsafe.Slice(bufs, int(n)) {
@@ -304,7 +340,30 @@ func GoloopStreamWriteEOF(id C.int) (rc C.int) {
 	if p.s == nil {
 		return 0
 	}
+	if !p.s.IsClosing() {
+		p.eof = true // as the core's own flag: not set on a closing stream
+	}
+	p.syncIdle()
 	if err := p.s.WriteEOF(); err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+// GoloopStreamSendFailed reports the errno of a send() that stream.c's
+// fast path made: the stream fails with it as with a failed write in Go.
+//
+//export GoloopStreamSendFailed
+func GoloopStreamSendFailed(id C.int, code C.int) (rc C.int) {
+	defer guard(&rc, nil)
+	p := streamOf(id)
+	if p.s == nil {
+		return 0
+	}
+	p.loop.collect()
+	err := p.s.ForceClose(os.NewSyscallError("sendmsg", syscall.Errno(code)))
+	p.syncIdle()
+	if err != nil {
 		return fail(err)
 	}
 	return 0
@@ -317,7 +376,7 @@ func GoloopStreamClose(id C.int) (rc C.int) {
 	if p.s == nil {
 		return 0
 	}
-	p.loop.Collect()
+	p.loop.collect()
 	if err := p.s.Close(); err != nil {
 		return fail(err)
 	}
@@ -337,7 +396,7 @@ func GoloopStreamForceClose(id C.int, exc *C.PyObject) (rc C.int) {
 		}
 		return 0
 	}
-	p.loop.Collect()
+	p.loop.collect()
 	var err error
 	switch {
 	case exc == nil:
@@ -449,7 +508,7 @@ func GoloopStreamSetLimits(id C.int, high, low C.longlong) (rc C.int) {
 	if low == math.MinInt64 {
 		l = core.Unset
 	}
-	p.loop.Collect()
+	p.loop.collect()
 	if p.drain.active {
 		// The new limits are the ones to restore when the drain wait
 		// ends; set them for a moment (outside the wait, so a pause they
@@ -523,6 +582,7 @@ func GoloopStreamLendFD(id C.int) (rc C.int) {
 		return fail(err)
 	}
 	p.lent = true
+	p.syncIdle()
 	return 0
 }
 
@@ -550,6 +610,7 @@ func GoloopStreamReclaimFD(id C.int) (rc C.int) {
 	if err := p.loop.core.Register(p.fd, p.s, 0); err != nil {
 		return fail(err)
 	}
+	p.syncIdle()
 	return 0
 }
 
@@ -559,7 +620,7 @@ func GoloopStreamReclaimFD(id C.int) (rc C.int) {
 
 func (p *pyStream) Data(b []byte) error {
 	rc := C.goloop_stream_data(p.self, (*C.char)(unsafe.Pointer(&b[0])), C.long(len(b)))
-	p.loop.Collect()
+	p.loop.collect()
 	if rc < 0 {
 		return errPython
 	}
@@ -568,7 +629,7 @@ func (p *pyStream) Data(b []byte) error {
 
 func (p *pyStream) EOF() (bool, error) {
 	rc := C.goloop_stream_eof(p.self)
-	p.loop.Collect()
+	p.loop.collect()
 	if rc < 0 {
 		return false, errPython
 	}
@@ -581,7 +642,7 @@ func (p *pyStream) PauseWriting() error {
 	}
 	p.toldPaused = true
 	rc := C.goloop_stream_pause_writing(p.self)
-	p.loop.Collect()
+	p.loop.collect()
 	if rc < 0 {
 		return errPython
 	}
@@ -600,20 +661,21 @@ func (p *pyStream) ResumeWriting() error {
 	if p.toldPaused {
 		p.toldPaused = false
 		if C.goloop_stream_resume_writing(p.self) < 0 {
-			p.loop.Collect()
+			p.loop.collect()
 			return errPython
 		}
 	}
-	p.loop.Collect()
+	p.loop.collect()
 	return nil
 }
 
 // Lost calls connection_lost and closes the socket (stream.c), then drops
 // the loop's reference to the transport.
 func (p *pyStream) Lost(err error) error {
+	p.Closing() // it is, already: this is belt and braces before the socket closes
 	exc := p.exception(err)
 	rc := C.goloop_stream_lost(p.self, exc)
-	p.loop.Collect()
+	p.loop.collect()
 	p.release()
 	if rc < 0 {
 		return errPython
@@ -638,7 +700,7 @@ func (p *pyStream) exception(err error) *C.PyObject {
 
 func (b bufferedSink) GetBuffer(hint int) ([]byte, error) {
 	r := C.goloop_stream_get_buffer(b.self)
-	b.loop.Collect()
+	b.loop.collect()
 	switch {
 	case r.rc < 0:
 		return nil, errPython
@@ -650,7 +712,7 @@ func (b bufferedSink) GetBuffer(hint int) ([]byte, error) {
 
 func (b bufferedSink) BufferUpdated(n int) error {
 	rc := C.goloop_stream_buffer_updated(b.self, C.long(n))
-	b.loop.Collect()
+	b.loop.collect()
 	if rc < 0 {
 		return errPython
 	}
