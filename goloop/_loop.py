@@ -13,6 +13,7 @@ the selector, _ready or _scheduled are written here against the Go core.
 import asyncio
 import errno
 import inspect
+import os
 import signal
 import sys
 import threading
@@ -79,6 +80,9 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
         self._saved_wakeup_fd = None
         # fd -> transport, for _ensure_fd_no_transport (as selector loops)
         self._transports = weakref.WeakValueDictionary()
+        # listening Unix socket -> inode of its file, which _stop_serving
+        # removes (create_unix_server's cleanup_socket, 3.13+)
+        self._unix_server_sockets = {}
 
     __repr__ = _Base.__repr__
     __del__ = _Base.__del__
@@ -310,7 +314,25 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
     _start_serving = _Selector._start_serving
     _accept_connection = _Selector._accept_connection
     _accept_connection2 = _Selector._accept_connection2
-    _stop_serving = _Selector._stop_serving
+    def _stop_serving(self, sock):
+        # _UnixSelectorEventLoop's (3.13+; the dict stays empty before):
+        # remove the socket file create_unix_server made, unless it was
+        # replaced since.
+        if sock in self._unix_server_sockets:
+            path = sock.getsockname()
+        else:
+            path = None
+        _Selector._stop_serving(self, sock)
+        if path is not None:
+            prev_ino = self._unix_server_sockets[sock]
+            del self._unix_server_sockets[sock]
+            try:
+                if os.stat(path).st_ino == prev_ino:
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                _logger.error("Unable to clean up listening UNIX socket %r: %r", path, err)
 
     connect_read_pipe = _Base.connect_read_pipe
     connect_write_pipe = _Base.connect_write_pipe
