@@ -164,7 +164,9 @@ def test_connection_refused(loop, host):
         return support.run_guarded(lp, _outcome(lp.create_connection(Recorder, host, port)))
 
     expected = support.run_on_reference(scenario)
-    assert expected[1] is ConnectionRefusedError
+    # A name with several addresses (localhost as 127.0.0.1 and ::1) fails
+    # with one OSError listing each refusal.
+    assert expected[1] is ConnectionRefusedError or (host == "localhost" and expected[1] is OSError)
     assert scenario(loop) == expected
 
 

@@ -114,14 +114,28 @@ async def connection(loop, side, factory=Recorder):
     if side == "client":
         with listening_socket() as lsock:
             accept = loop.create_task(loop.sock_accept(lsock))
-            transport, proto = await wait(loop.create_connection(factory, *lsock.getsockname()))
+            try:
+                transport, proto = await wait(loop.create_connection(factory, *lsock.getsockname()))
+            except BaseException:
+                # Leave no accepted socket behind for a later test's gc to find.
+                accept.cancel()
+                await asyncio.gather(accept, return_exceptions=True)
+                if not accept.cancelled() and accept.exception() is None:
+                    accept.result()[0].close()
+                raise
             peer, _ = await wait(accept)
     else:
         accepting = Accepting(factory)
         server = await loop.create_server(accepting, "127.0.0.1", 0)
-        peer = await connected_peer(loop, server)
-        proto = await accepting.next()
-        transport = proto.transport
+        try:
+            peer = await connected_peer(loop, server)
+            proto = await accepting.next()
+            transport = proto.transport
+        except BaseException:
+            server.close()
+            if "peer" in locals():
+                peer.close()
+            raise
     try:
         yield transport, proto, peer
     finally:
