@@ -45,13 +45,16 @@ int  goloop_handle_cancelled(PyObject *handle);
 /* loop.c */
 int  goloop_signalled(PyObject *loop, const char *data, long n); /* -1: stop the loop */
 
-/* Kept current by stream.go in each transport object: idle means write()
- * may send() straight to the socket from C (stream.c's fast path, which
- * spares a call into Go per write): the stream is open, has not had
- * write_eof(), and nothing is buffered. Go clears it before the socket can
- * be closed. */
+/* Kept current by stream.go in each transport object, so that the
+ * transport's hottest methods need not call into Go. idle means write() may
+ * send() straight to the socket from C (stream.c's fast path): the stream
+ * is open, has not had write_eof(), and nothing is buffered; Go clears it
+ * before the socket can be closed. closing and reading are is_closing() and
+ * is_reading(). */
 typedef struct {
     int idle;
+    int closing;
+    int reading;
 } goloop_wstate;
 
 /* stream.c: the protocol side of a socket transport, called by stream.go's

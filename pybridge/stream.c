@@ -633,10 +633,11 @@ transport_force_close(TransportObject *t, PyObject *exc)
     Py_RETURN_NONE;
 }
 
+/* 1|2: closing, reading (kept current by stream.go, bridge.h) */
 static int
 state(TransportObject *t)
 {
-    return GoloopStreamState(t->id);
+    return (t->ws.closing ? 1 : 0) | (t->ws.reading ? 2 : 0);
 }
 
 static PyObject *
@@ -1107,7 +1108,7 @@ new_socket_transport(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     t->buffered = (char)buffered;
     t->protocol_paused = 0;
     t->has_view = 0;
-    t->ws.idle = 0;
+    t->ws.idle = t->ws.closing = t->ws.reading = 0;
     t->id = GoloopStreamNew(((LoopObject *)loop)->id, (int)fd, (PyObject *)t, buffered, &t->ws);
     if (t->id < 0) {
         Py_CLEAR(t->server);   /* not attached */

@@ -180,18 +180,29 @@ func (p *pyStream) syncIdle() {
 	if p.ws == nil {
 		return
 	}
-	idle := p.s != nil && !p.eof && !p.lent && !p.s.IsClosing() && p.s.GetWriteBufferSize() == 0
-	if idle {
-		p.ws.idle = 1
-	} else {
-		p.ws.idle = 0
+	s := p.s
+	if s == nil {
+		*p.ws = C.goloop_wstate{closing: 1}
+		return
 	}
+	p.ws.idle = cbool(!p.eof && !p.lent && !s.IsClosing() && s.GetWriteBufferSize() == 0)
+	p.ws.closing = cbool(s.IsClosing())
+	p.ws.reading = cbool(s.IsReading())
+}
+
+func cbool(b bool) C.int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Closing is core.ClosingSink's: the stream is closing, whatever the cause.
+// Only the core closes a stream (the bridge's own exports call syncIdle
+// after), so this keeps is_closing() and is_reading() exact too.
 func (p *pyStream) Closing() {
 	if p.ws != nil {
-		p.ws.idle = 0
+		*p.ws = C.goloop_wstate{closing: 1}
 	}
 }
 
@@ -415,31 +426,14 @@ func GoloopStreamForceClose(id C.int, exc *C.PyObject) (rc C.int) {
 	return 0
 }
 
-// GoloopStreamState returns 1|2: closing, reading.
-//
-//export GoloopStreamState
-func GoloopStreamState(id C.int) (rc C.int) {
-	defer guard(&rc, nil)
-	s := streamOf(id).s
-	if s == nil {
-		return 1
-	}
-	if s.IsClosing() {
-		rc |= 1
-	}
-	if s.IsReading() {
-		rc |= 2
-	}
-	return rc
-}
-
 // GoloopStreamPauseReading pauses (pause != 0) or resumes reading; it
 // returns 1 if that changed anything (asyncio logs it in debug mode).
 //
 //export GoloopStreamPauseReading
 func GoloopStreamPauseReading(id C.int, pause C.int) (rc C.int) {
 	defer guard(&rc, nil)
-	s := streamOf(id).s
+	p := streamOf(id)
+	s := p.s
 	if s == nil {
 		return 0
 	}
@@ -455,6 +449,7 @@ func GoloopStreamPauseReading(id C.int, pause C.int) (rc C.int) {
 		}
 		err = s.ResumeReading()
 	}
+	p.syncIdle()
 	if err != nil {
 		return fail(err)
 	}
