@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 
+from tables import render_markdown, render_text
 from workloads import BENCHMARKS, LOOPS
 
 WORKLOADS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workloads.py")
@@ -193,26 +194,6 @@ def table_rows(cells, loops, benches):
         row += [fmt_ratio(ratio(cells, bench, a, b)) for a, b in pairs]
         rows.append(row)
     return rows
-
-
-def render_text(rows):
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-
-    def line(row):
-        # Benchmark names left-aligned, numbers right-aligned so magnitudes line up.
-        cols = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
-        return "  ".join(cols).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(rows[0]), rule, *map(line, rows[1:])])
-
-
-def render_markdown(rows):
-    def line(row):
-        return "| " + " | ".join(row) + " |"
-
-    align = "|" + "|".join([":---"] + ["---:"] * (len(rows[0]) - 1)) + "|"
-    return "\n".join([line(rows[0]), align, *map(line, rows[1:])])
 
 
 def describe(meta):

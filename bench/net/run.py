@@ -39,6 +39,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 SERVER = os.path.join(HERE, "server.py")
 
+sys.path.insert(0, os.path.dirname(HERE))  # bench/, for the shared table rendering
+from tables import render_markdown, render_text  # noqa: E402
+
 LOOPS = ("asyncio", "uvloop", "rloop", "goloop")
 ECHO_KINDS = ("protocol", "buffered", "streams", "sock")
 KINDS = (*ECHO_KINDS, "http")
@@ -635,25 +638,6 @@ def table_rows(which, cells, rows, loops, ceiling):
             line.append(fmt_ratio(x / y if x and y else None))
         out.append(line)
     return out
-
-
-def render_text(rows):
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-
-    def line(row):
-        cols = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
-        return "  ".join(cols).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(rows[0]), rule, *map(line, rows[1:])])
-
-
-def render_markdown(rows):
-    def line(row):
-        return "| " + " | ".join(row) + " |"
-
-    align = "|" + "|".join([":---"] + ["---:"] * (len(rows[0]) - 1)) + "|"
-    return "\n".join([line(rows[0]), align, *map(line, rows[1:])])
 
 
 def describe(meta):
