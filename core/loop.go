@@ -137,7 +137,7 @@ type Loop[T any] struct {
 	ready     ready[T]
 	timers    timerHeap[T]
 	cancelled int // cancelled timers still in the heap (asyncio's _timer_cancelled_count)
-	watchers  map[int]*watcher[T]
+	watchers  fdTable[T]
 	scratch   []T     // reused by Each
 	lastPoll  float64 // when the poller was last asked (Now)
 	// polled holds what the poll reported until dispatch, which must wait
@@ -163,7 +163,7 @@ func New[T any](hooks Hooks[T]) (*Loop[T], error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Loop[T]{hooks: hooks, poller: p, watchers: make(map[int]*watcher[T])}, nil
+	return &Loop[T]{hooks: hooks, poller: p}, nil
 }
 
 // CallSoon queues item to run on the next tick; the loop takes over the
@@ -274,7 +274,7 @@ func (l *Loop[T]) tick() error {
 		msec = int(math.Ceil(timeout * 1e3))
 	}
 
-	if msec == 0 && len(l.watchers) == 0 && Now()-l.lastPoll < skipPollFor {
+	if msec == 0 && l.watchers.len() == 0 && Now()-l.lastPoll < skipPollFor {
 		// Nothing but the loop's own wake-up and signal descriptors is
 		// watched, and a busy loop need not ask the kernel about those on
 		// every tick: other threads' callbacks arrive through Collect, and
@@ -302,7 +302,7 @@ func (l *Loop[T]) tick() error {
 	// that watcher is still the one registered: a stale event never
 	// reaches a watcher registered after the poll.
 	for i := range l.polled {
-		l.polled[i].w = l.watchers[l.polled[i].fd]
+		l.polled[i].w = l.watchers.get(l.polled[i].fd)
 	}
 	var failed error
 	for _, p := range l.polled {
@@ -383,7 +383,7 @@ func (l *Loop[T]) collect(fd int, ev Events) {
 // instead); an IO is called at once.
 func (l *Loop[T]) dispatch(p polledFD[T]) error {
 	w, fd, ev := p.w, p.fd, p.ev
-	if w == nil || l.watchers[fd] != w {
+	if w == nil || l.watchers.get(fd) != w {
 		return nil // unwatched, or closed and reused, since the poll
 	}
 	if w.kind == watchIO {
@@ -429,7 +429,7 @@ func (l *Loop[T]) RemoveWriter(fd int) (bool, error) { return l.unwatch(fd, Writ
 
 // Watching reports which events fd is watched for, by items or by an IO.
 func (l *Loop[T]) Watching(fd int) Events {
-	if w := l.watchers[fd]; w != nil {
+	if w := l.watchers.get(fd); w != nil {
 		return w.events
 	}
 	return 0
@@ -440,7 +440,7 @@ func (l *Loop[T]) Watching(fd int) Events {
 // removing it, as asyncio's selector loop cancels the old handle.
 func (l *Loop[T]) Watcher(fd int, ev Events) (T, bool) {
 	var zero T
-	w := l.watchers[fd]
+	w := l.watchers.get(fd)
 	if w == nil || w.kind != watchItems || w.events&ev == 0 {
 		return zero, false
 	}
@@ -462,13 +462,13 @@ func (l *Loop[T]) Register(fd int, io IO, ev Events) error {
 	if io == nil {
 		return errors.New("core: Register with a nil IO")
 	}
-	if w := l.watchers[fd]; w != nil {
+	if w := l.watchers.get(fd); w != nil {
 		return &InUseError{FD: fd, Owner: w.io}
 	}
 	if err := l.poller.ctl(fd, 0, ev); err != nil {
 		return err
 	}
-	l.watchers[fd] = &watcher[T]{kind: watchIO, events: ev, io: io}
+	l.watchers.set(fd, &watcher[T]{kind: watchIO, events: ev, io: io})
 	return nil
 }
 
@@ -476,7 +476,7 @@ func (l *Loop[T]) Register(fd int, io IO, ev Events) error {
 // fails only when asked to poll (ErrClosed), as asyncio's _add_reader
 // raises and _remove_reader does not.
 func (l *Loop[T]) Modify(fd int, ev Events) error {
-	w := l.watchers[fd]
+	w := l.watchers.get(fd)
 	if w == nil || w.kind != watchIO {
 		if l.closed {
 			if ev != 0 {
@@ -500,18 +500,18 @@ func (l *Loop[T]) Modify(fd int, ev Events) error {
 // (the poller drops a closed descriptor by itself, but the loop would go on
 // believing fd is taken). A fd with no IO is left alone.
 func (l *Loop[T]) Unregister(fd int) error {
-	w := l.watchers[fd]
+	w := l.watchers.get(fd)
 	if w == nil || w.kind != watchIO {
 		return nil
 	}
-	delete(l.watchers, fd)
+	l.watchers.del(fd)
 	return l.poller.ctl(fd, w.events, 0)
 }
 
 // Owner returns the IO registered for fd, or nil: what asyncio's
 // _ensure_fd_no_transport asks before add_reader and friends.
 func (l *Loop[T]) Owner(fd int) IO {
-	if w := l.watchers[fd]; w != nil && w.kind == watchIO {
+	if w := l.watchers.get(fd); w != nil && w.kind == watchIO {
 		return w.io
 	}
 	return nil
@@ -522,7 +522,7 @@ func (l *Loop[T]) watch(fd int, ev Events, item T) error {
 		l.hooks.Release(item)
 		return ErrClosed
 	}
-	w := l.watchers[fd]
+	w := l.watchers.get(fd)
 	if w == nil {
 		w = &watcher[T]{kind: watchItems}
 	} else if w.kind == watchIO {
@@ -534,7 +534,7 @@ func (l *Loop[T]) watch(fd int, ev Events, item T) error {
 			l.hooks.Release(item)
 			return err
 		}
-		l.watchers[fd] = w
+		l.watchers.set(fd, w)
 	} else if ev == Read {
 		l.hooks.Release(w.reader)
 	} else {
@@ -550,7 +550,7 @@ func (l *Loop[T]) watch(fd int, ev Events, item T) error {
 }
 
 func (l *Loop[T]) unwatch(fd int, ev Events) (bool, error) {
-	w := l.watchers[fd]
+	w := l.watchers.get(fd)
 	if w != nil && w.kind == watchIO {
 		return false, &InUseError{FD: fd, Owner: w.io}
 	}
@@ -568,7 +568,7 @@ func (l *Loop[T]) unwatch(fd int, ev Events) (bool, error) {
 		w.writer = zero
 	}
 	if w.events == 0 {
-		delete(l.watchers, fd)
+		l.watchers.del(fd)
 	}
 	return true, err
 }
@@ -588,8 +588,8 @@ func (l *Loop[T]) Each(f func([]T)) {
 	for i := range l.timers.h {
 		scratch = append(scratch, l.timers.h[i].item)
 	}
-	for _, w := range l.watchers {
-		if w.kind == watchIO {
+	for _, w := range l.watchers.w {
+		if w == nil || w.kind == watchIO {
 			continue
 		}
 		if w.events&Read != 0 {
@@ -623,10 +623,13 @@ func (l *Loop[T]) Clear() {
 		l.tasks.pop()
 	}
 	l.taskTimers = timerHeap[*task]{}
-	for fd, w := range l.watchers {
+	for fd, w := range l.watchers.w {
+		if w == nil {
+			continue
+		}
 		l.poller.ctl(fd, w.events, 0) // the fd may be closed already: nothing to report
 		if w.kind == watchIO {
-			delete(l.watchers, fd)
+			l.watchers.del(fd)
 			continue
 		}
 		if w.events&Read != 0 {
@@ -635,7 +638,7 @@ func (l *Loop[T]) Clear() {
 		if w.events&Write != 0 {
 			l.hooks.Release(w.writer)
 		}
-		delete(l.watchers, fd)
+		l.watchers.del(fd)
 	}
 }
 
