@@ -255,7 +255,16 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
     create_unix_connection = _Unix.create_unix_connection
     create_unix_server = _Unix.create_unix_server
 
-    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+    def _make_socket_transport(
+        self, sock, protocol, waiter=None, *, extra=None, server=None, context=None
+    ):
+        if context is not None:
+            # 3.15 runs each connection's protocol callbacks in a context of
+            # its own; the native transport does not carry one yet, so such
+            # connections use asyncio's selector transport (on the Go poller).
+            return _Selector._make_socket_transport(
+                self, sock, protocol, waiter, extra=extra, server=server, context=context
+            )
         if _CHECK_FD_ON_MAKE:
             self._ensure_fd_no_transport(sock)
         return _socket_transport(self, sock, protocol, waiter, extra, server)
@@ -273,7 +282,17 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
         server=None,
         ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
         ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+        context=None,
     ):
+        if context is not None:
+            # As in _make_socket_transport: 3.15's per-connection context.
+            return _Selector._make_ssl_transport(
+                self, rawsock, protocol, sslcontext, waiter,
+                server_side=server_side, server_hostname=server_hostname,
+                extra=extra, server=server,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_shutdown_timeout=ssl_shutdown_timeout, context=context,
+            )
         if _CHECK_FD_ON_MAKE:
             self._ensure_fd_no_transport(rawsock)
         ssl_protocol = sslproto.SSLProtocol(

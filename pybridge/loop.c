@@ -406,8 +406,24 @@ cancel_watcher(LoopObject *self, int fd, int write)
 }
 
 static PyObject *
-add_watcher(LoopObject *self, PyObject *const *args, Py_ssize_t nargs, int write)
+add_watcher(LoopObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+            int write)
 {
+    /* context=: 3.15's transports run their callbacks in a context of their own */
+    PyObject *context = NULL;
+    if (kwnames != NULL) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+            PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+            if (key != goloop_str_context &&
+                PyUnicode_CompareWithASCIIString(key, "context") != 0) {
+                PyErr_Format(PyExc_TypeError,
+                             "%s() got an unexpected keyword argument '%U'",
+                             write ? "_add_writer" : "_add_reader", key);
+                return NULL;
+            }
+            context = args[nargs + i];
+        }
+    }
     if (nargs < 2) {
         PyErr_SetString(PyExc_TypeError, "expected (fd, callback, *args)");
         return NULL;
@@ -421,7 +437,7 @@ add_watcher(LoopObject *self, PyObject *const *args, Py_ssize_t nargs, int write
         goloop_set_closed_error();
         return NULL;
     }
-    HandleObject *h = goloop_handle_new(goloop_handle_type, self, args + 1, nargs - 1, NULL);
+    HandleObject *h = goloop_handle_new(goloop_handle_type, self, args + 1, nargs - 1, context);
     if (h == NULL)
         return NULL;
     if (cancel_watcher(self, fd, write) < 0) {
@@ -436,15 +452,15 @@ add_watcher(LoopObject *self, PyObject *const *args, Py_ssize_t nargs, int write
 }
 
 static PyObject *
-loop_add_reader(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
+loop_add_reader(LoopObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    return add_watcher(self, args, nargs, 0);
+    return add_watcher(self, args, nargs, kwnames, 0);
 }
 
 static PyObject *
-loop_add_writer(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
+loop_add_writer(LoopObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    return add_watcher(self, args, nargs, 1);
+    return add_watcher(self, args, nargs, kwnames, 1);
 }
 
 static PyObject *
@@ -669,8 +685,8 @@ static PyMethodDef loop_methods[] = {
     {"_close", (PyCFunction)loop_close_core, METH_NOARGS, NULL},
     {"_write_to_self", (PyCFunction)loop_write_to_self, METH_NOARGS, NULL},
     {"_signal_fd", (PyCFunction)loop_signal_fd, METH_NOARGS, NULL},
-    {"_add_reader", (PyCFunction)(void (*)(void))loop_add_reader, METH_FASTCALL, NULL},
-    {"_add_writer", (PyCFunction)(void (*)(void))loop_add_writer, METH_FASTCALL, NULL},
+    {"_add_reader", (PyCFunction)(void (*)(void))loop_add_reader, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"_add_writer", (PyCFunction)(void (*)(void))loop_add_writer, METH_FASTCALL | METH_KEYWORDS, NULL},
     {"_remove_reader", (PyCFunction)loop_remove_reader, METH_O, NULL},
     {"_remove_writer", (PyCFunction)loop_remove_writer, METH_O, NULL},
     {"_handle", (PyCFunction)(void (*)(void))loop_handle, METH_FASTCALL, NULL},
