@@ -89,12 +89,29 @@ async def connected_peer(loop, server):
 
 
 class Accepting:
-    """A protocol factory for create_server that hands out its protocols."""
+    """A protocol factory for create_server that hands out its protocols.
+
+    An error the loop reports (to its exception handler, which is chained)
+    while next() waits fails next() at once with that context: a server
+    whose transport could not be made for an accepted connection would
+    otherwise leave the test waiting out the guard.
+    """
 
     def __init__(self, factory=Recorder):
         self.factory = factory
         self.protocols = []
         self.queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        previous = loop.get_exception_handler()
+
+        def on_error(lp, context):
+            self.queue.put_nowait(context)
+            if previous is None:
+                lp.default_exception_handler(context)
+            else:
+                previous(lp, context)
+
+        loop.set_exception_handler(on_error)
 
     def __call__(self):
         proto = self.factory()
@@ -104,6 +121,9 @@ class Accepting:
 
     async def next(self):
         proto = await wait(self.queue.get())
+        if isinstance(proto, dict):
+            raise AssertionError(f"the loop reported an error instead of a connection: "
+                                 f"{proto.get('message')!r}: {proto.get('exception')!r}")
         await wait(proto.made)
         return proto
 

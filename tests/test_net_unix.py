@@ -18,6 +18,7 @@ import tempfile
 import pytest
 
 import support
+from test_net_tcp import Accepting
 
 Recorder = support.Recorder
 
@@ -44,21 +45,6 @@ def sockdir():
     path = tempfile.mkdtemp(prefix="gl-", dir="/tmp")
     yield pathlib.Path(path)
     shutil.rmtree(path, ignore_errors=True)
-
-
-class Accepting:
-    def __init__(self):
-        self.queue = asyncio.Queue()
-
-    def __call__(self):
-        proto = Recorder()
-        self.queue.put_nowait(proto)
-        return proto
-
-    async def next(self):
-        proto = await wait(self.queue.get())
-        await wait(proto.made)
-        return proto
 
 
 async def exchange(loop, server, connect_to, accepting):
