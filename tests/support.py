@@ -257,3 +257,19 @@ def wait_readable(fd, timeout=GUARD):
     poller.register(fd, select.POLLIN)
     if not poller.poll(timeout * 1000):
         raise AssertionError(f"fd {fd} not readable within {timeout} s")
+
+
+def fail_fast_on_loop_errors(loop):
+    """Make any error the loop reports to its exception handler end what
+    the loop runs at once: the default handler logs it, then every pending
+    task is cancelled with the context as the message. A test that expects
+    handler calls installs its own (captured_exceptions); without this, an
+    error in a transport's or server's callback leaves the test waiting
+    out GUARD."""
+    def handler(lp, context):
+        lp.default_exception_handler(context)
+        why = f"loop error: {context.get('message')!r}: {context.get('exception')!r}"
+        for task in asyncio.all_tasks(lp):
+            task.cancel(why)
+
+    loop.set_exception_handler(handler)

@@ -33,6 +33,12 @@ def wait(aw, timeout=support.GUARD):
     return asyncio.wait_for(aw, timeout)
 
 
+@pytest.fixture(autouse=True)
+def _fail_fast(request):
+    if "loop" in request.fixturenames:
+        support.fail_fast_on_loop_errors(request.getfixturevalue("loop"))
+
+
 async def iterations(n):
     for _ in range(n):
         await asyncio.sleep(0)

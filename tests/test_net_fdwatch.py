@@ -17,6 +17,12 @@ import pytest
 
 import support
 
+
+@pytest.fixture(autouse=True)
+def _fail_fast(request):
+    if "loop" in request.fixturenames:
+        support.fail_fast_on_loop_errors(request.getfixturevalue("loop"))
+
 METHODS = ("add_reader", "add_writer", "remove_reader", "remove_writer")
 
 

@@ -18,6 +18,12 @@ def wait(aw):
     return asyncio.wait_for(aw, support.GUARD)
 
 
+@pytest.fixture(autouse=True)
+def _fail_fast(request):
+    if "loop" in request.fixturenames:
+        support.fail_fast_on_loop_errors(request.getfixturevalue("loop"))
+
+
 async def iterations(n):
     for _ in range(n):
         await asyncio.sleep(0)
