@@ -126,7 +126,10 @@ class Accepting:
         return proto
 
     async def next(self):
-        proto = await wait(self.queue.get())
+        # 10 s, not GUARD: a loopback accept takes milliseconds, and outside
+        # debug mode asyncio's accept path swallows a failure to make the
+        # transport, so there is nothing to wait for but the timeout.
+        proto = await asyncio.wait_for(self.queue.get(), 10)
         if isinstance(proto, dict):
             raise AssertionError(f"the loop reported an error instead of a connection: "
                                  f"{proto.get('message')!r}: {proto.get('exception')!r}")
