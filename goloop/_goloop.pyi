@@ -87,7 +87,12 @@ class _SocketTransport(asyncio.transports._FlowControlMixin):
     _sendfile_compatible: Any
 
 def _new_socket_transport(
-    loop: LoopBase, sock: socket.socket, protocol: asyncio.BaseProtocol, extra: dict[str, Any], server: Any
+    loop: LoopBase,
+    sock: socket.socket,
+    protocol: asyncio.BaseProtocol,
+    extra: dict[str, Any],
+    server: Any,
+    context: contextvars.Context | None,
 ) -> _SocketTransport: ...
 def _set_transport_helpers(
     buffered_protocol: type, fatal_error: Any, callback_failed: Any, lost_failed: Any, logger: Any

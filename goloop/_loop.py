@@ -258,16 +258,9 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
     def _make_socket_transport(
         self, sock, protocol, waiter=None, *, extra=None, server=None, context=None
     ):
-        if context is not None:
-            # 3.15 runs each connection's protocol callbacks in a context of
-            # its own; the native transport does not carry one yet, so such
-            # connections use asyncio's selector transport (on the Go poller).
-            return _Selector._make_socket_transport(
-                self, sock, protocol, waiter, extra=extra, server=server, context=context
-            )
         if _CHECK_FD_ON_MAKE:
             self._ensure_fd_no_transport(sock)
-        return _socket_transport(self, sock, protocol, waiter, extra, server)
+        return _socket_transport(self, sock, protocol, waiter, extra, server, context)
 
     def _make_ssl_transport(
         self,
@@ -284,15 +277,6 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
         ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
         context=None,
     ):
-        if context is not None:
-            # As in _make_socket_transport: 3.15's per-connection context.
-            return _Selector._make_ssl_transport(
-                self, rawsock, protocol, sslcontext, waiter,
-                server_side=server_side, server_hostname=server_hostname,
-                extra=extra, server=server,
-                ssl_handshake_timeout=ssl_handshake_timeout,
-                ssl_shutdown_timeout=ssl_shutdown_timeout, context=context,
-            )
         if _CHECK_FD_ON_MAKE:
             self._ensure_fd_no_transport(rawsock)
         ssl_protocol = sslproto.SSLProtocol(
@@ -305,7 +289,7 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
             ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout,
         )
-        _socket_transport(self, rawsock, ssl_protocol, None, extra, server)
+        _socket_transport(self, rawsock, ssl_protocol, None, extra, server, context)
         return ssl_protocol._app_transport
 
     async def _sendfile_native(self, transp, file, offset, count):
@@ -485,9 +469,11 @@ class _WatchView:
         return selectors.SelectorKey(fd, fd, events, None)
 
 
-def _socket_transport(loop, sock, protocol, waiter, extra, server):
+def _socket_transport(loop, sock, protocol, waiter, extra, server, context):
     """The native transport for a connected stream socket, set up as
-    asyncio's _SelectorSocketTransport.__init__ sets itself up."""
+    asyncio's _SelectorSocketTransport.__init__ sets itself up. context is
+    the connection's own (3.15 passes one), or None: its callbacks then run
+    in contexts copied as asyncio's handles copy them."""
     if extra is None:
         extra = {}
     extra["socket"] = trsock.TransportSocket(sock)
@@ -501,7 +487,7 @@ def _socket_transport(loop, sock, protocol, waiter, extra, server):
         except socket.error:
             extra["peername"] = None
     # Registers the fd with the Go core: from here the transport owns it.
-    transport = _goloop._new_socket_transport(loop, sock, protocol, extra, server)
+    transport = _goloop._new_socket_transport(loop, sock, protocol, extra, server, context)
     if server is not None:
         if _ATTACH_TAKES_TRANSPORT:
             server._attach(transport)
@@ -511,12 +497,12 @@ def _socket_transport(loop, sock, protocol, waiter, extra, server):
     # Disable the Nagle algorithm: small writes go out without waiting for
     # the peer's ACK.
     base_events._set_nodelay(sock)
-    loop.call_soon(protocol.connection_made, transport)
+    loop.call_soon(protocol.connection_made, transport, context=context)
     # only start reading when connection_made() has been called
-    loop.call_soon(transport._start)
+    loop.call_soon(transport._start, context=context)
     if waiter is not None:
         # only wake up the waiter when connection_made() has been called
-        loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+        loop.call_soon(futures._set_result_unless_cancelled, waiter, None, context=context)
     return transport
 
 

@@ -117,6 +117,18 @@ typedef struct {
     PyObject *protocol;      /* NULL once the connection is lost */
     PyObject *server;        /* base_events.Server or NULL, until detached */
     PyObject *empty_waiter;  /* future of _make_empty_waiter (sendfile) */
+    /* The contextvars.Context each kind of callback the core dispatches
+     * runs in: what asyncio's handles for them would carry. context is
+     * the connection's own (3.15's context=), used for all when set. Else
+     * as the selector transport's handles: reads in a copy taken when
+     * reading starts or resumes (_add_reader), flow control in one taken
+     * when a write is first queued (_add_writer), connection_lost in one
+     * taken at close()/abort() (call_soon), or the read one when the
+     * connection ends on its own. */
+    PyObject *context;
+    PyObject *read_ctx;
+    PyObject *write_ctx;
+    PyObject *lost_ctx;
     PyObject *dict;
     PyObject *weakreflist;
     Py_buffer view;          /* the get_buffer() buffer during one read */

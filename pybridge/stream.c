@@ -86,14 +86,102 @@ fatal(TransportObject *t, const char *message)
     return GoloopStreamForceClose(t->id, exc) < 0 ? -1 : 0;   /* steals exc */
 }
 
+/* A protocol callback the core dispatches runs as the asyncio handle that
+ * would have run it (goloop.h, TransportObject.context): inside its
+ * context, and in debug mode timed for the slow-callback warning. */
+typedef struct {
+    PyObject *ctx;       /* entered; NULL for none */
+    LoopObject *loop;    /* debug mode: the loop, for slow_callback_duration */
+    double t0;
+} scope;
+
+#define READ_CTX(t) ((t)->context ? (t)->context : (t)->read_ctx)
+#define WRITE_CTX(t) ((t)->context ? (t)->context : (t)->write_ctx ? (t)->write_ctx : (t)->read_ctx)
+#define LOST_CTX(t) ((t)->context ? (t)->context : (t)->lost_ctx ? (t)->lost_ctx : \
+                     (t)->read_ctx ? (t)->read_ctx : (t)->write_ctx)
+
+/* A context asyncio would copy from the current one (Handle(context=None)),
+ * unless the connection has its own. */
+static int
+capture_context(TransportObject *t, PyObject **slot)
+{
+    if (t->context != NULL)
+        return 0;
+    PyObject *ctx = PyContext_CopyCurrent();
+    if (ctx == NULL)
+        return -1;
+    Py_XSETREF(*slot, ctx);
+    return 0;
+}
+
+static int
+scope_enter(TransportObject *t, scope *s, PyObject *ctx)
+{
+    s->loop = NULL;
+    s->ctx = NULL;
+    if (debug_on(t)) {
+        s->loop = (LoopObject *)Py_NewRef(t->loop);
+        s->t0 = goloop_monotonic();
+    }
+    if (ctx != NULL) {
+        if (PyContext_Enter(ctx) < 0) {
+            Py_CLEAR(s->loop);
+            return -1;
+        }
+        s->ctx = Py_NewRef(ctx);
+    }
+    return 0;
+}
+
+/* Leaves the scope, keeping any exception the callback left set; returns
+ * rc, or -1 if the slow-callback warning raised KeyboardInterrupt or
+ * SystemExit. handle and arg name asyncio's handle in that warning. */
+static int
+scope_leave(TransportObject *t, scope *s, int rc, const char *handle, PyObject *arg)
+{
+    PyObject *saved = PyErr_Occurred() ? goloop_fetch_exception() : NULL;
+    if (s->ctx != NULL) {
+        if (PyContext_Exit(s->ctx) < 0)
+            PyErr_WriteUnraisable((PyObject *)t);
+        Py_DECREF(s->ctx);
+    }
+    if (s->loop == NULL)
+        goto done;
+    double dt = goloop_monotonic() - s->t0;
+    PyObject *limit = PyObject_GetAttrString((PyObject *)s->loop, "slow_callback_duration");
+    double slow = limit == NULL ? -1 : PyFloat_AsDouble(limit);
+    Py_XDECREF(limit);
+    PyObject *r = NULL;
+    if (!PyErr_Occurred() && dt >= slow) {
+        PyObject *desc = arg != NULL ?
+            PyUnicode_FromFormat("<Handle _SocketTransport.%s(%R)>", handle, arg) :
+            PyUnicode_FromFormat("<Handle _SocketTransport.%s()>", handle);
+        if (desc != NULL)
+            r = PyObject_CallMethod(th.logger, "warning", "sOd",
+                                    "Executing %s took %.3f seconds", desc, dt);
+        Py_XDECREF(desc);
+    }
+    else if (!PyErr_Occurred())
+        r = Py_NewRef(Py_None);
+    if (r == NULL) {
+        if (stop_exception() && saved == NULL)
+            rc = -1;
+        else
+            PyErr_WriteUnraisable((PyObject *)t);
+    }
+    Py_XDECREF(r);
+    Py_DECREF(s->loop);
+done:
+    if (saved != NULL)
+        goloop_restore_exception(saved);
+    return rc;
+}
+
 /* --- called by the Go sink (bridge.h) --------------------------------- */
 
-int
-goloop_stream_data(PyObject *o, const char *buf, long n)
+static int
+stream_data(TransportObject *t, const char *buf, long n)
 {
-    TransportObject *t = T(o);
-    if (t->protocol == NULL)
-        return 0;
     PyObject *data = PyBytes_FromStringAndSize(buf, n);
     if (data == NULL)
         return fatal(t, "Fatal read error on socket transport");
@@ -109,13 +197,20 @@ goloop_stream_data(PyObject *o, const char *buf, long n)
 }
 
 int
-goloop_stream_eof(PyObject *o)
+goloop_stream_data(PyObject *o, const char *buf, long n)
 {
     TransportObject *t = T(o);
-    if (debug_on(t))
-        log_debug(t, "%r received EOF");
     if (t->protocol == NULL)
         return 0;
+    scope s;
+    if (scope_enter(t, &s, READ_CTX(t)) < 0)
+        return fatal(t, "Fatal read error on socket transport");
+    return scope_leave(t, &s, stream_data(t, buf, n), "_read_ready", NULL);
+}
+
+static int
+stream_eof(TransportObject *t)
+{
     PyObject *proto = Py_NewRef(t->protocol);
     PyObject *r = PyObject_CallMethodNoArgs(proto, str_eof_received);
     Py_DECREF(proto);
@@ -127,13 +222,24 @@ goloop_stream_eof(PyObject *o)
     return keep;
 }
 
-goloop_getbuf
-goloop_stream_get_buffer(PyObject *o)
+int
+goloop_stream_eof(PyObject *o)
 {
     TransportObject *t = T(o);
+    if (debug_on(t))
+        log_debug(t, "%r received EOF");
+    if (t->protocol == NULL)
+        return 0;
+    scope s;
+    if (scope_enter(t, &s, READ_CTX(t)) < 0)
+        return fatal(t, "Fatal read error on socket transport") < 0 ? -1 : 1;
+    return scope_leave(t, &s, stream_eof(t), "_read_ready", NULL);
+}
+
+static goloop_getbuf
+stream_get_buffer(TransportObject *t)
+{
     goloop_getbuf res = {NULL, 0, 0};
-    if (t->protocol == NULL || t->has_view)
-        return res;
     PyObject *args[2] = {Py_NewRef(t->protocol), NULL};
     args[1] = PyLong_FromLong(-1);
     PyObject *buf = args[1] == NULL ? NULL :
@@ -179,6 +285,37 @@ goloop_stream_get_buffer(PyObject *o)
     return res;
 }
 
+goloop_getbuf
+goloop_stream_get_buffer(PyObject *o)
+{
+    TransportObject *t = T(o);
+    goloop_getbuf res = {NULL, 0, 0};
+    if (t->protocol == NULL || t->has_view)
+        return res;
+    scope s;
+    if (scope_enter(t, &s, READ_CTX(t)) < 0) {
+        res.rc = fatal(t, "Fatal error: protocol.get_buffer() call failed.");
+        return res;
+    }
+    res = stream_get_buffer(t);
+    res.rc = scope_leave(t, &s, res.rc, "_read_ready", NULL);
+    return res;
+}
+
+static int
+stream_buffer_updated(TransportObject *t, long n)
+{
+    PyObject *args[2] = {Py_NewRef(t->protocol), PyLong_FromLong(n)};
+    PyObject *r = args[1] == NULL ? NULL :
+        PyObject_VectorcallMethod(str_buffer_updated, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(args[0]);
+    Py_XDECREF(args[1]);
+    if (r == NULL)
+        return fatal(t, "Fatal error: protocol.buffer_updated() call failed.");
+    Py_DECREF(r);
+    return 0;
+}
+
 int
 goloop_stream_buffer_updated(PyObject *o, long n)
 {
@@ -189,15 +326,10 @@ goloop_stream_buffer_updated(PyObject *o, long n)
     }
     if (n == 0 || t->protocol == NULL)
         return 0;
-    PyObject *args[2] = {Py_NewRef(t->protocol), PyLong_FromLong(n)};
-    PyObject *r = args[1] == NULL ? NULL :
-        PyObject_VectorcallMethod(str_buffer_updated, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-    Py_DECREF(args[0]);
-    Py_XDECREF(args[1]);
-    if (r == NULL)
+    scope s;
+    if (scope_enter(t, &s, READ_CTX(t)) < 0)
         return fatal(t, "Fatal error: protocol.buffer_updated() call failed.");
-    Py_DECREF(r);
-    return 0;
+    return scope_leave(t, &s, stream_buffer_updated(t, n), "_read_ready", NULL);
 }
 
 /* _FlowControlMixin._maybe_pause_protocol / _maybe_resume_protocol: the
@@ -238,8 +370,13 @@ goloop_stream_pause_writing(PyObject *o)
 int
 goloop_stream_resume_writing(PyObject *o)
 {
-    T(o)->protocol_paused = 0;
-    return flow_call(T(o), str_resume_writing, "protocol.resume_writing() failed");
+    TransportObject *t = T(o);
+    t->protocol_paused = 0;
+    scope s;
+    if (scope_enter(t, &s, WRITE_CTX(t)) < 0)
+        return fatal(t, "Fatal write error on socket transport");
+    int rc = flow_call(t, str_resume_writing, "protocol.resume_writing() failed");
+    return scope_leave(t, &s, rc, "_write_ready", NULL);
 }
 
 /* 0 if fut is pending; 1 if done; -1 on error */
@@ -275,7 +412,15 @@ waiter_set(TransportObject *t, PyObject *method, PyObject *value)
 void
 goloop_stream_drained(PyObject *o)
 {
-    waiter_set(T(o), str_set_result, Py_None);
+    TransportObject *t = T(o);
+    scope s;
+    if (scope_enter(t, &s, WRITE_CTX(t)) < 0) {
+        PyErr_WriteUnraisable(o);
+        return;
+    }
+    waiter_set(t, str_set_result, Py_None);
+    if (scope_leave(t, &s, 0, "_write_ready", NULL) < 0)
+        PyErr_WriteUnraisable(o);
 }
 
 static void
@@ -324,7 +469,11 @@ goloop_stream_lost(PyObject *o, PyObject *exc)
     PyObject *arg = exc != NULL ? exc : Py_None;
     PyObject *failure = NULL;
     Py_INCREF(t);   /* connection_lost may drop the last other reference */
-    if (t->protocol != NULL) {
+    scope s;
+    int entered = scope_enter(t, &s, LOST_CTX(t)) == 0;
+    if (!entered)
+        failure = goloop_fetch_exception();
+    else if (t->protocol != NULL) {
         PyObject *proto = Py_NewRef(t->protocol);
         PyObject *r = PyObject_CallMethodOneArg(proto, str_connection_lost, arg);
         Py_DECREF(proto);
@@ -374,6 +523,8 @@ goloop_stream_lost(PyObject *o, PyObject *exc)
         }
     }
     Py_XDECREF(loop);
+    if (entered)
+        rc = scope_leave(t, &s, rc, "_call_connection_lost", arg);
     Py_XDECREF(exc);
     Py_DECREF(t);
     return rc;
@@ -445,10 +596,22 @@ send_now(TransportObject *t, struct iovec *iov, int n)
     return -2;   /* the stream failed: nothing more to do */
 }
 
+/* What is left of a write goes to the core's buffer: if the buffer was
+ * empty, this is where asyncio's write() adds its writer, in the caller's
+ * context. */
+static int
+queueing(TransportObject *t, int was_idle)
+{
+    if (was_idle || t->write_ctx == NULL)
+        return capture_context(t, &t->write_ctx);
+    return 0;
+}
+
 static PyObject *
 write_buffer(TransportObject *t, const char *buf, Py_ssize_t len)
 {
-    if (t->ws.idle && len > 0) {
+    int was_idle = t->ws.idle;
+    if (was_idle && len > 0) {
         struct iovec iov = {(void *)buf, (size_t)len};
         Py_ssize_t sent = send_now(t, &iov, 1);
         if (sent == len || sent == -2)
@@ -458,6 +621,8 @@ write_buffer(TransportObject *t, const char *buf, Py_ssize_t len)
         buf += sent;
         len -= sent;
     }
+    if (len > 0 && queueing(t, was_idle) < 0)
+        return NULL;
     return write_done(GoloopStreamWrite(t->id, (char *)buf, (long)len), "write");
 }
 
@@ -555,7 +720,8 @@ transport_writelines(TransportObject *t, PyObject *list)
     }
     goloop_buf *rest = bufs;
     Py_ssize_t nrest = n;
-    if (t->ws.idle && n <= LINES_ON_STACK) {
+    int was_idle = t->ws.idle;
+    if (was_idle && n <= LINES_ON_STACK) {
         /* the fast path (see write_buffer), for what fits one sendmsg */
         struct iovec iov[LINES_ON_STACK];
         Py_ssize_t total = 0;
@@ -581,6 +747,8 @@ transport_writelines(TransportObject *t, PyObject *list)
             rest->len -= (long)sent;
         }
     }
+    if (nrest > 0 && queueing(t, was_idle) < 0)
+        goto done;
     result = write_done(GoloopStreamWriteLines(t->id, rest, (long)nrest), "writelines");
 done:
     for (Py_ssize_t i = 0; i < got; i++)
@@ -608,9 +776,26 @@ transport_can_write_eof(TransportObject *t, PyObject *Py_UNUSED(ignored))
     Py_RETURN_TRUE;
 }
 
+/* close(), abort(), _force_close(): asyncio schedules connection_lost with
+ * call_soon from the first of them, in the caller's context; close() with
+ * data still buffered leaves it to the writer, in the writer's. */
+static int
+closing(TransportObject *t, int now)
+{
+    if (t->context != NULL || t->lost_ctx != NULL || t->ws.closing)
+        return 0;
+    if (!now && t->write_ctx != NULL && GoloopStreamBufferSize(t->id) > 0) {
+        t->lost_ctx = Py_NewRef(t->write_ctx);
+        return 0;
+    }
+    return capture_context(t, &t->lost_ctx);
+}
+
 static PyObject *
 transport_close(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
+    if (closing(t, 0) < 0)
+        return NULL;
     if (GoloopStreamClose(t->id) < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -619,6 +804,8 @@ transport_close(TransportObject *t, PyObject *Py_UNUSED(ignored))
 static PyObject *
 transport_abort(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
+    if (closing(t, 1) < 0)
+        return NULL;
     if (GoloopStreamForceClose(t->id, NULL) < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -628,6 +815,8 @@ transport_abort(TransportObject *t, PyObject *Py_UNUSED(ignored))
 static PyObject *
 transport_force_close(TransportObject *t, PyObject *exc)
 {
+    if (closing(t, 1) < 0)
+        return NULL;
     if (GoloopStreamForceClose(t->id, exc == Py_None ? NULL : Py_NewRef(exc)) < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -659,6 +848,9 @@ pause_resume(TransportObject *t, int pause)
 {
     int rc = GoloopStreamPauseReading(t->id, pause);
     if (rc < 0)
+        return NULL;
+    /* resume_reading() adds asyncio's reader again, in this context */
+    if (rc > 0 && !pause && capture_context(t, &t->read_ctx) < 0)
         return NULL;
     if (rc > 0 && debug_on(t))
         log_debug(t, pause ? "%r pauses reading" : "%r resumes reading");
@@ -778,6 +970,9 @@ transport_set_protocol(TransportObject *t, PyObject *protocol)
 static PyObject *
 transport_start(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
+    /* asyncio adds its reader here, in this handle's context */
+    if (capture_context(t, &t->read_ctx) < 0)
+        return NULL;
     if (GoloopStreamStart(t->id) < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -893,6 +1088,10 @@ transport_traverse(TransportObject *t, visitproc visit, void *arg)
     Py_VISIT(t->protocol);
     Py_VISIT(t->server);
     Py_VISIT(t->empty_waiter);
+    Py_VISIT(t->context);
+    Py_VISIT(t->read_ctx);
+    Py_VISIT(t->write_ctx);
+    Py_VISIT(t->lost_ctx);
     Py_VISIT(t->dict);
     if (t->has_view)
         Py_VISIT(t->view.obj);
@@ -909,6 +1108,10 @@ transport_clear(TransportObject *t)
     Py_CLEAR(t->protocol);
     Py_CLEAR(t->server);
     Py_CLEAR(t->empty_waiter);
+    Py_CLEAR(t->context);
+    Py_CLEAR(t->read_ctx);
+    Py_CLEAR(t->write_ctx);
+    Py_CLEAR(t->lost_ctx);
     Py_CLEAR(t->dict);
     return 0;
 }
@@ -1050,19 +1253,24 @@ static PyType_Spec transport_spec = {
     .slots = transport_slots,
 };
 
-/* _new_socket_transport(loop, sock, protocol, extra, server): registers
- * sock's fd with the loop's core (not read until _start). The extra dict
- * is asyncio's, filled by the caller. On failure the socket is left as it
+/* _new_socket_transport(loop, sock, protocol, extra, server, context):
+ * registers sock's fd with the loop's core (not read until _start). The
+ * extra dict is asyncio's, filled by the caller; context is the
+ * connection's own contextvars.Context (3.15) or None. On failure the socket is left as it
  * was, open, for the caller to close. */
 static PyObject *
 new_socket_transport(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "_new_socket_transport() takes 5 arguments");
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "_new_socket_transport() takes 6 arguments");
         return NULL;
     }
     PyObject *loop = args[0], *sock = args[1], *protocol = args[2], *extra = args[3],
-             *server = args[4];
+             *server = args[4], *context = args[5];
+    if (context != Py_None && !PyContext_CheckExact(context)) {
+        PyErr_SetString(PyExc_TypeError, "context must be a contextvars.Context or None");
+        return NULL;
+    }
     if (!PyObject_TypeCheck(loop, &Goloop_LoopType)) {
         PyErr_SetString(PyExc_TypeError, "a goloop loop is required");
         return NULL;
@@ -1101,6 +1309,8 @@ new_socket_transport(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     t->protocol = Py_NewRef(protocol);
     t->server = server != Py_None ? Py_NewRef(server) : NULL;
     t->empty_waiter = NULL;
+    t->context = context != Py_None ? Py_NewRef(context) : NULL;
+    t->read_ctx = t->write_ctx = t->lost_ctx = NULL;
     t->dict = NULL;
     t->weakreflist = NULL;
     memset(&t->view, 0, sizeof(t->view));
