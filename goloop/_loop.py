@@ -51,6 +51,7 @@ _FORMAT_HAS_DEBUG = "debug" in inspect.signature(format_helpers._format_callback
 # the fd check to _make_socket_transport.
 _ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
 _CHECK_FD_ON_MAKE = sys.version_info >= (3, 12)
+_SockOp = _goloop._SockOp
 _iscoroutinefunction = getattr(coroutines, "_iscoroutinefunction", coroutines.iscoroutinefunction)
 
 
@@ -196,9 +197,14 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
     set_default_executor = _Base.set_default_executor
     _check_default_executor = _Base._check_default_executor
 
-    # Network I/O methods. The sock_* coroutines are asyncio's own,
-    # written over _add_reader/_add_writer, which here register with the Go
-    # poller; getaddrinfo and getnameinfo run in the default executor, as
+    # Network I/O methods. sock_recv, sock_recv_into, sock_sendall and
+    # sock_accept try the call at once from C and, if the socket is not
+    # ready, park a native op as the fd's reader or writer (pybridge/sock.c);
+    # where that would differ from asyncio (debug mode, SSL or blocking
+    # sockets, unusual arguments) the *_start method returns NotImplemented
+    # and asyncio's own coroutine runs. The other sock_* coroutines are
+    # asyncio's, over _add_reader/_add_writer, which here register with the
+    # Go poller. getaddrinfo and getnameinfo run in the default executor, as
     # in asyncio, and return exactly what the socket module does.
 
     getaddrinfo = _Base.getaddrinfo
@@ -206,22 +212,70 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
     _getaddrinfo_debug = _Base._getaddrinfo_debug
     _ensure_resolved = _Base._ensure_resolved
 
-    sock_recv = _Selector.sock_recv
+    async def sock_recv(self, sock, n):
+        op = self._sock_recv_start(sock, n)
+        if op is NotImplemented:
+            return await _Selector.sock_recv(self, sock, n)
+        if op.__class__ is not _SockOp:
+            return op
+        try:
+            return await op
+        except BaseException:
+            op._detach()
+            raise
+
+    async def sock_recv_into(self, sock, buf):
+        op = self._sock_recv_into_start(sock, buf)
+        if op is NotImplemented:
+            return await _Selector.sock_recv_into(self, sock, buf)
+        if op.__class__ is not _SockOp:
+            return op
+        try:
+            return await op
+        except BaseException:
+            op._detach()
+            raise
+
+    sock_recv.__doc__ = _Selector.sock_recv.__doc__
+    sock_recv_into.__doc__ = _Selector.sock_recv_into.__doc__
     _sock_recv = _Selector._sock_recv
-    sock_recv_into = _Selector.sock_recv_into
     _sock_recv_into = _Selector._sock_recv_into
     sock_recvfrom = _Selector.sock_recvfrom
     _sock_recvfrom = _Selector._sock_recvfrom
     sock_recvfrom_into = _Selector.sock_recvfrom_into
     _sock_recvfrom_into = _Selector._sock_recvfrom_into
-    sock_sendall = _Selector.sock_sendall
+    async def sock_sendall(self, sock, data):
+        op = self._sock_sendall_start(sock, data)
+        if op is NotImplemented:
+            return await _Selector.sock_sendall(self, sock, data)
+        if op is None:
+            return None
+        try:
+            return await op
+        except BaseException:
+            op._detach()
+            raise
+
+    sock_sendall.__doc__ = _Selector.sock_sendall.__doc__
     _sock_sendall = _Selector._sock_sendall
     sock_sendto = _Selector.sock_sendto
     _sock_sendto = _Selector._sock_sendto
     sock_connect = _Selector.sock_connect
     _sock_connect = _Selector._sock_connect
     _sock_connect_cb = _Selector._sock_connect_cb
-    sock_accept = _Selector.sock_accept
+    async def sock_accept(self, sock):
+        op = self._sock_accept_start(sock)
+        if op is NotImplemented:
+            return await _Selector.sock_accept(self, sock)
+        if op.__class__ is not _SockOp:
+            return op
+        try:
+            return await op
+        except BaseException:
+            op._detach()
+            raise
+
+    sock_accept.__doc__ = _Selector.sock_accept.__doc__
     _sock_accept = _Selector._sock_accept
     _sock_read_done = _Selector._sock_read_done
     _sock_write_done = _Selector._sock_write_done

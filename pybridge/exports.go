@@ -142,6 +142,34 @@ func GoloopUnwatch(id C.int, fd C.int, write C.int) (rc C.int) {
 	return 0
 }
 
+// GoloopUnwatchIf removes the reader (write 0) or writer of fd only if it
+// is still h: a sock_* call unwatching its fd once done, which must leave a
+// watcher that replaced it alone. It returns 1 if h was removed.
+//
+//export GoloopUnwatchIf
+func GoloopUnwatchIf(id C.int, fd C.int, write C.int, h *C.PyObject) (rc C.int) {
+	defer guard(&rc, nil)
+	ev := core.Read
+	if write != 0 {
+		ev = core.Write
+	}
+	l := loopOf(id).core
+	if cur, ok := l.Watcher(int(fd), ev); !ok || cur != h {
+		return 0
+	}
+	var err error
+	if write != 0 {
+		_, err = l.RemoveWriter(int(fd))
+	} else {
+		_, err = l.RemoveReader(int(fd))
+	}
+	if err != nil {
+		setError(err)
+		return -1
+	}
+	return 1
+}
+
 // GoloopTraverse reports the references the loop holds to the cyclic GC.
 //
 //export GoloopTraverse

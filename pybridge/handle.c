@@ -231,8 +231,14 @@ goloop_run_ready(uintptr_t *handles, long n)
 {
     for (long i = 0; i < n; i++) {
         HandleObject *h = (HandleObject *)handles[i];
-        h->scheduled = 0;
-        int rc = h->loop->debug ? handle_run_debug(h) : handle_run(h);
+        int rc;
+        if (Py_IS_TYPE(h, goloop_sockop_type)) {
+            rc = goloop_sockop_run((PyObject *)h);
+        }
+        else {
+            h->scheduled = 0;
+            rc = h->loop->debug ? handle_run_debug(h) : handle_run(h);
+        }
         /* The slot stays in Go's queue until the batch returns; clear it
          * before the handle may be freed, so a GC pass started by a later
          * callback (which traverses the loop) does not visit it. */
@@ -247,6 +253,8 @@ goloop_run_ready(uintptr_t *handles, long n)
 int
 goloop_handle_cancelled(PyObject *obj)
 {
+    if (Py_IS_TYPE(obj, goloop_sockop_type))
+        return goloop_sockop_cancelled(obj);
     return ((HandleObject *)obj)->cancelled;
 }
 

@@ -390,8 +390,8 @@ goloop_as_fd(PyObject *o)
 }
 
 /* asyncio's selector loop cancels the handle it replaces or removes. */
-static int
-cancel_watcher(LoopObject *self, int fd, int write)
+int
+goloop_cancel_watcher(LoopObject *self, int fd, int write)
 {
     PyObject *old = GoloopWatcher(self->id, fd, write);
     if (old == NULL)
@@ -440,7 +440,7 @@ add_watcher(LoopObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
     HandleObject *h = goloop_handle_new(goloop_handle_type, self, args + 1, nargs - 1, context);
     if (h == NULL)
         return NULL;
-    if (cancel_watcher(self, fd, write) < 0) {
+    if (goloop_cancel_watcher(self, fd, write) < 0) {
         Py_DECREF(h);
         return NULL;
     }
@@ -477,7 +477,7 @@ remove_watcher(LoopObject *self, PyObject *arg, int write)
         return NULL;
     if (self->closed)
         Py_RETURN_FALSE;
-    if (cancel_watcher(self, fd, write) < 0)
+    if (goloop_cancel_watcher(self, fd, write) < 0)
         return NULL;
     int r = GoloopUnwatch(self->id, fd, write);
     if (r < 0)
@@ -692,6 +692,12 @@ static PyMethodDef loop_methods[] = {
     {"_handle", (PyCFunction)(void (*)(void))loop_handle, METH_FASTCALL, NULL},
     {"_add_callback", (PyCFunction)loop_add_callback, METH_O, NULL},
     {"_watching", (PyCFunction)loop_watching, METH_O, NULL},
+    {"_sock_recv_start", (PyCFunction)(void (*)(void))goloop_sock_recv_start, METH_FASTCALL, NULL},
+    {"_sock_recv_into_start", (PyCFunction)(void (*)(void))goloop_sock_recv_into_start,
+     METH_FASTCALL, NULL},
+    {"_sock_sendall_start", (PyCFunction)(void (*)(void))goloop_sock_sendall_start,
+     METH_FASTCALL, NULL},
+    {"_sock_accept_start", (PyCFunction)goloop_sock_accept_start, METH_O, NULL},
     {"_debug_counts", (PyCFunction)loop_debug_counts, METH_NOARGS, NULL},
     {NULL}
 };

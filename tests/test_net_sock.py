@@ -8,11 +8,16 @@ real file and its fallback rules; getaddrinfo/getnameinfo return exactly
 what the socket module returns.
 """
 
+import array
 import asyncio
+import gc
+import hashlib
 import io
 import os
+import selectors
 import socket
 import ssl
+import struct
 
 import pytest
 
@@ -465,3 +470,393 @@ def test_getnameinfo_is_socket_getnameinfo(loop, case):
     expected = support.outcome(socket.getnameinfo, sockaddr, flags)
     got = support.run_guarded(loop, _outcome(loop.getnameinfo(sockaddr, flags)))
     assert got == expected
+
+
+# The calls that complete at once and those that wait (pybridge/sock.c serves
+# both natively on goloop): results, ordering, errors, back-pressure, leaks.
+
+
+@pytest.fixture
+def tcp_pair(listener):
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    for s in (client, server):
+        s.setblocking(False)
+    yield client, server
+    client.close()
+    server.close()
+
+
+def watched(lp, sock):
+    """The selectors events lp watches sock's fd for (0: none)."""
+    try:
+        return lp._selector.get_key(sock.fileno()).events
+    except KeyError:
+        return 0
+
+
+def reset(sock):
+    """Close sock so that its peer gets a RST, not a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_ready_data_completes_without_yielding(loop, pair):
+    a, b = pair
+    async def main():
+        a.send(b"ready")
+        ran = []
+        loop.call_soon(ran.append, 1)
+        assert await loop.sock_recv(b, 100) == b"ready"
+        a.send(b"into")
+        buf = bytearray(8)
+        assert await loop.sock_recv_into(b, buf) == 4
+        await loop.sock_sendall(a, b"sent")
+        await loop.sock_sendall(a, b"")
+        assert ran == []  # none of them gave the loop a turn
+        assert b.recv(100) == b"sent"
+        assert watched(loop, b) == 0 and watched(loop, a) == 0
+    support.run_guarded(loop, main())
+
+
+def test_parked_calls_complete_and_unwatch(loop, pair):
+    a, b = pair
+    async def main():
+        recv = loop.create_task(loop.sock_recv(b, 100))
+        buf = bytearray(4)
+        await iterations(2)
+        assert not recv.done()
+        assert watched(loop, b) == selectors.EVENT_READ
+        a.send(b"first")
+        assert await wait(recv) == b"first"
+        assert watched(loop, b) == 0
+        into = loop.create_task(loop.sock_recv_into(b, memoryview(buf)[1:]))
+        await iterations(2)
+        assert not into.done()
+        a.send(b"xyz!")
+        assert await wait(into) == 3
+        assert buf == b"\0xyz"
+        assert await wait(loop.sock_recv(b, 100)) == b"!"
+        assert watched(loop, b) == 0
+    support.run_guarded(loop, main())
+
+
+def test_recv_and_sendall_parked_on_one_socket(loop, pair):
+    # A reader and a writer on the same fd at once, as a full-duplex protocol
+    # has them: each is its own watcher.
+    a, b = pair
+    payload = os.urandom(4 * 2**20)
+    async def main():
+        recv = loop.create_task(loop.sock_recv(a, 100))
+        send = loop.create_task(loop.sock_sendall(a, payload))
+        await iterations(2)
+        assert not recv.done() and not send.done()
+        assert watched(loop, a) == selectors.EVENT_READ | selectors.EVENT_WRITE
+        await loop.sock_sendall(b, b"to a")
+        assert await wait(recv) == b"to a"
+        assert not send.done()
+        got = await wait(recv_exactly(loop, b, len(payload)))
+        await wait(send)
+        assert got == payload
+        assert watched(loop, a) == 0
+    support.run_guarded(loop, main())
+
+
+def test_concurrent_recv_on_two_sockets(loop):
+    pairs = [socket.socketpair() for _ in range(2)]
+    for p in pairs:
+        for s in p:
+            s.setblocking(False)
+    async def main():
+        tasks = [loop.create_task(loop.sock_recv(b, 100)) for _, b in pairs]
+        await iterations(2)
+        assert not any(t.done() for t in tasks)
+        pairs[1][0].send(b"second")
+        assert await wait(tasks[1]) == b"second"
+        assert not tasks[0].done()
+        pairs[0][0].send(b"first")
+        assert await wait(tasks[0]) == b"first"
+    try:
+        support.run_guarded(loop, main())
+    finally:
+        for p in pairs:
+            for s in p:
+                s.close()
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_large_sendall_to_slow_reader(loop, pair, kind):
+    # The writer outruns the reader by far; back-pressure parks it, and every
+    # byte arrives once, in order.
+    a, b = pair
+    payload = os.urandom(6 * 2**20)
+    async def main():
+        sender = loop.create_task(loop.sock_sendall(a, kind(payload)))
+        digest = hashlib.sha256()
+        total = 0
+        while total < len(payload):
+            chunk = await wait(loop.sock_recv(b, 7919))
+            assert chunk
+            digest.update(chunk)
+            total += len(chunk)
+            if total % 5 == 0:
+                await asyncio.sleep(0)
+        await wait(sender)
+        assert total == len(payload)
+        assert digest.digest() == hashlib.sha256(payload).digest()
+    support.run_guarded(loop, main())
+
+
+def test_sendall_memoryview_of_ints_as_asyncio(loop, pair):
+    # asyncio compares send()'s byte count with len(data), which for a
+    # memoryview of 4-byte ints counts items: whatever that does, goloop does.
+    def scenario(lp):
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+        async def main():
+            data = memoryview(array.array("i", range(1000)))
+            result = await _outcome(asyncio.wait_for(lp.sock_sendall(a, data), 0.2))
+            return result, b.recv(100000)
+        try:
+            return support.run_guarded(lp, main())
+        finally:
+            a.close()
+            b.close()
+
+    assert scenario(loop) == support.run_on_reference(scenario)
+
+
+def test_recv_into_unwritable_buffer_as_asyncio(loop, pair):
+    def scenario(lp):
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+        async def main():
+            results = []
+            for buf in (b"readonly", memoryview(bytearray(8))[::2], "text", None):
+                results.append(await _outcome(lp.sock_recv_into(b, buf)))
+            for n in (-1, 1.5, "3", 0):
+                results.append(await _outcome(lp.sock_recv(b, n)))
+            results.append(await _outcome(lp.sock_sendall(a, "text")))
+            return results
+        try:
+            return support.run_guarded(lp, main())
+        finally:
+            a.close()
+            b.close()
+
+    assert scenario(loop) == support.run_on_reference(scenario)
+
+
+def test_peer_reset_during_recv(loop, tcp_pair):
+    client, server = tcp_pair
+    async def main():
+        task = loop.create_task(loop.sock_recv(server, 100))
+        await iterations(2)
+        assert not task.done()
+        reset(client)
+        with pytest.raises(ConnectionResetError):
+            await wait(task)
+        assert watched(loop, server) == 0
+    support.run_guarded(loop, main())
+
+
+def test_peer_reset_during_sendall(loop, tcp_pair):
+    client, server = tcp_pair
+    async def main():
+        task = loop.create_task(loop.sock_sendall(server, b"x" * (64 * 2**20)))
+        await iterations(2)
+        assert not task.done()  # the peer reads nothing: the sender waits
+        reset(client)
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            await wait(task)
+        assert watched(loop, server) == 0
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            await loop.sock_sendall(server, b"more")
+    support.run_guarded(loop, main())
+
+
+def test_calls_on_closed_socket_as_asyncio(loop):
+    def scenario(lp):
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+        b.close()
+        async def main():
+            return [
+                await _outcome(lp.sock_recv(b, 10)),
+                await _outcome(lp.sock_recv_into(b, bytearray(10))),
+                await _outcome(lp.sock_sendall(b, b"x")),
+                await _outcome(lp.sock_accept(b)),
+            ]
+        try:
+            return support.run_guarded(lp, main())
+        finally:
+            a.close()
+
+    expected = support.run_on_reference(scenario)
+    assert all(r[:2] == ("raised", OSError) for r in expected)
+    assert scenario(loop) == expected
+
+
+def test_socket_closed_while_recv_waits(loop):
+    # asyncio's selector forgets nothing when a watched socket is closed: the
+    # call waits until cancelled, and the fd number, once reused, works.
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    async def main():
+        task = loop.create_task(loop.sock_recv(b, 100))
+        await iterations(2)
+        b.close()
+        a.close()
+        await iterations(2)
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        c, d = socket.socketpair()
+        with c, d:
+            c.setblocking(False)
+            d.setblocking(False)
+            recv = loop.create_task(loop.sock_recv(d, 100))
+            await iterations(2)
+            c.send(b"reused")
+            assert await wait(recv) == b"reused"
+    support.run_guarded(loop, main())
+
+
+def test_cancel_while_data_arrives_loses_nothing(loop, pair):
+    # Cancelled in the same tick as its data arrives: the call gives up
+    # without reading, so the next call gets the data.
+    a, b = pair
+    async def main():
+        task = loop.create_task(loop.sock_recv(b, 100))
+        await iterations(2)
+        a.send(b"data")
+        support.wait_readable(b.fileno())
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await wait(loop.sock_recv(b, 100)) == b"data"
+        assert watched(loop, b) == 0
+    support.run_guarded(loop, main())
+
+
+def test_recv_replaces_add_reader_as_asyncio(loop):
+    # asyncio's sock_recv registers its callback with _add_reader, which
+    # cancels a reader already there, and removes the fd's reader when done.
+    def scenario(lp):
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+        async def main():
+            called = []
+            handle_fd = b.fileno()
+            lp.add_reader(handle_fd, called.append, 1)
+            task = lp.create_task(lp.sock_recv(b, 100))
+            await iterations(2)
+            a.send(b"data")
+            data = await wait(task)
+            await iterations(2)
+            return data, called, lp.remove_reader(handle_fd)
+        try:
+            return support.run_guarded(lp, main())
+        finally:
+            a.close()
+            b.close()
+
+    assert scenario(loop) == support.run_on_reference(scenario)
+
+
+def test_second_recv_on_one_socket_as_asyncio(loop):
+    # Two sock_recv on one socket: the second replaces the first's reader, so
+    # the first waits until cancelled.
+    def scenario(lp):
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+        async def main():
+            first = lp.create_task(lp.sock_recv(b, 100))
+            await iterations(2)
+            second = lp.create_task(lp.sock_recv(b, 100))
+            await iterations(2)
+            a.send(b"data")
+            got = await wait(second)
+            await iterations(3)
+            first_done = first.done()
+            first.cancel()
+            await asyncio.gather(first, return_exceptions=True)
+            return got, first_done, lp.remove_reader(b)
+        try:
+            return support.run_guarded(lp, main())
+        finally:
+            a.close()
+            b.close()
+
+    assert scenario(loop) == support.run_on_reference(scenario)
+
+
+def test_sock_calls_on_transport_socket_as_asyncio(loop, listener):
+    # _ensure_fd_no_transport: a call that must wait on a transport's fd is
+    # refused (one that completes at once never asks, in asyncio either).
+    def scenario(lp):
+        async def main():
+            transport, _ = await lp.create_connection(
+                asyncio.Protocol, sock=socket.create_connection(listener.getsockname()))
+            conn, _ = listener.accept()
+            raw = socket.socket(fileno=transport.get_extra_info("socket").fileno())
+            try:
+                raw.setblocking(False)
+                return [await _outcome(lp.sock_recv(raw, 10)),
+                        await _outcome(lp.sock_recv_into(raw, bytearray(10)))]
+            finally:
+                raw.detach()
+                transport.close()
+                conn.close()
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected[0][:2] == ("raised", RuntimeError)
+    assert [r[:2] for r in scenario(loop)] == [r[:2] for r in expected]
+
+
+def test_accept_parked_then_nonblocking_conn(loop, listener):
+    async def main():
+        task = loop.create_task(loop.sock_accept(listener))
+        await iterations(2)
+        assert not task.done()
+        with socket.create_connection(listener.getsockname()) as client:
+            conn, addr = await wait(task)
+            with conn:
+                assert conn.gettimeout() == 0
+                assert addr == client.getsockname()
+        assert watched(loop, listener) == 0
+    support.run_guarded(loop, main())
+
+
+def test_sock_calls_leak_nothing(loop, pair):
+    a, b = pair
+    fds = len(os.listdir("/proc/self/fd"))
+    async def rounds(n):
+        for _ in range(n):
+            recv = loop.create_task(loop.sock_recv(b, 100))
+            await asyncio.sleep(0)
+            await loop.sock_sendall(a, b"ping")
+            assert await recv == b"ping"
+            cancelled = loop.create_task(loop.sock_recv_into(b, bytearray(10)))
+            await asyncio.sleep(0)
+            cancelled.cancel()
+            await asyncio.gather(cancelled, return_exceptions=True)
+    async def main():
+        await rounds(200)
+        gc.collect()
+        before = len(gc.get_objects())
+        await rounds(2000)
+        gc.collect()
+        return len(gc.get_objects()) - before
+    grown = support.run_guarded(loop, main())
+    assert grown < 200
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert watched(loop, b) == 0
