@@ -223,6 +223,36 @@ async def bench_executor(n):
     return time.perf_counter() - t0
 
 
+async def bench_sock_echo(n):
+    """n 1 KiB round trips over a socketpair with sock_sendall/sock_recv, an echo task on the
+    other end: each trip parks two sock_recv (the echo's and the client's) on readiness."""
+    import socket
+
+    loop = asyncio.get_running_loop()
+    a, b = socket.socketpair()
+    for s in (a, b):
+        s.setblocking(False)
+
+    async def echo():
+        while data := await loop.sock_recv(b, 65536):
+            await loop.sock_sendall(b, data)
+
+    server = loop.create_task(echo())
+    payload = b"x" * 1024
+    t0 = time.perf_counter()
+    for _ in range(n):
+        await loop.sock_sendall(a, payload)
+        got = 0
+        while got < len(payload):
+            got += len(await loop.sock_recv(a, 65536))
+    elapsed = time.perf_counter() - t0
+    a.shutdown(socket.SHUT_WR)
+    await server
+    a.close()
+    b.close()
+    return elapsed
+
+
 class Bench(NamedTuple):
     workload: Callable[[int], Awaitable[float]]
     n: int      # default size; run.py may scale it down (--quick)
@@ -242,6 +272,7 @@ BENCHMARKS = {
     "future": Bench(bench_future, 50_000, "future resolve/await"),
     "threadsafe": Bench(bench_threadsafe, 50_000, "call_soon_threadsafe"),
     "executor": Bench(bench_executor, 5_000, "run_in_executor"),
+    "sock_echo": Bench(bench_sock_echo, 10_000, "sock_recv/sendall echo"),
 }
 
 
