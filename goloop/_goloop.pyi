@@ -3,6 +3,7 @@ import asyncio
 import asyncio.transports
 import contextvars
 import socket
+import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -96,6 +97,7 @@ class _SocketTransport(asyncio.transports._FlowControlMixin):
     _high_water: int
     _low_water: int
     _closing: bool
+    _paused: bool
     _start_tls_compatible: bool  # set by goloop/_loop.py
     _sendfile_compatible: Any
 
@@ -111,6 +113,13 @@ def _set_transport_helpers(
     buffered_protocol: type, fatal_error: Any, callback_failed: Any, lost_failed: Any, logger: Any
 ) -> None: ...
 def _after_fork_in_child() -> None: ...
-def _set_helpers(callback_failed: Any, log_slow: Any, extract_stack: Any, future_type: Any) -> None: ...
+def _set_helpers(
+    callback_failed: Any,
+    log_slow: Any,
+    extract_stack: Any,
+    futures: types.ModuleType,
+    tasks: types.ModuleType,
+    fileobj_to_fd: Any,
+) -> None: ...
 def _live_loops() -> int: ...
 def _go_panic() -> None: ...

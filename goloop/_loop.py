@@ -644,7 +644,7 @@ def _connection_lost_failed(loop, transport, arg, exc):
 
 
 _goloop._set_helpers(
-    _callback_failed, _log_slow, _extract_stack, futures.Future, tasks.Task, selectors._fileobj_to_fd
+    _callback_failed, _log_slow, _extract_stack, futures, tasks, selectors._fileobj_to_fd
 )
 _goloop._set_transport_helpers(
     protocols.BufferedProtocol,

@@ -63,11 +63,16 @@ typedef struct {
     PyObject *callback_failed;   /* (handle, exc) -> None */
     PyObject *log_slow;          /* (handle, seconds) -> None */
     PyObject *extract_stack;     /* () -> list */
-    PyObject *future_type;       /* asyncio.Future */
-    PyObject *task_type;         /* asyncio.Task */
+    PyObject *futures;           /* asyncio.futures, for its Future */
+    PyObject *tasks;             /* asyncio.tasks, for its Task */
     PyObject *fileobj_to_fd;     /* selectors._fileobj_to_fd: its rules and messages */
 } Helpers;
 extern Helpers goloop_helpers;
+
+/* asyncio.futures.Future and asyncio.tasks.Task as asyncio's loop finds
+ * them, at each call: a borrowed reference, or NULL with an exception. */
+PyObject *goloop_future_type(void);
+PyObject *goloop_task_type(void);
 
 extern PyObject *goloop_str_loop;           /* "loop" */
 extern PyObject *goloop_kwnames_loop;       /* ("loop",) */

@@ -293,7 +293,10 @@ static PyObject *
 loop_create_future(LoopObject *self, PyObject *Py_UNUSED(ignored))
 {
     PyObject *args[1] = {(PyObject *)self};
-    return PyObject_Vectorcall(goloop_helpers.future_type, args, 0, goloop_kwnames_loop);
+    PyObject *future_type = goloop_future_type();
+    if (future_type == NULL)
+        return NULL;
+    return PyObject_Vectorcall(future_type, args, 0, goloop_kwnames_loop);
 }
 
 /* create_task(coro, **kwargs): Task(coro, loop=self, **kwargs) straight
@@ -306,20 +309,23 @@ loop_create_task(LoopObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     if (nargs == 1 && !self->debug && !self->closed &&
         (self->task_factory == NULL || self->task_factory == Py_None) && nkw < 8) {
+        PyObject *task_type = goloop_task_type();
+        if (task_type == NULL)
+            return NULL;
         PyObject *stack[10];
         stack[0] = args[0];
         stack[1] = (PyObject *)self;
         for (Py_ssize_t i = 0; i < nkw; i++)
             stack[2 + i] = args[1 + i];
         if (nkw == 0)
-            return PyObject_Vectorcall(goloop_helpers.task_type, stack, 1, goloop_kwnames_loop);
+            return PyObject_Vectorcall(task_type, stack, 1, goloop_kwnames_loop);
         PyObject *names = PyTuple_New(nkw + 1);
         if (names == NULL)
             return NULL;
         PyTuple_SET_ITEM(names, 0, Py_NewRef(goloop_str_loop));
         for (Py_ssize_t i = 0; i < nkw; i++)
             PyTuple_SET_ITEM(names, i + 1, Py_NewRef(PyTuple_GET_ITEM(kwnames, i)));
-        PyObject *task = PyObject_Vectorcall(goloop_helpers.task_type, stack, 1, names);
+        PyObject *task = PyObject_Vectorcall(task_type, stack, 1, names);
         Py_DECREF(names);
         return task;
     }

@@ -102,10 +102,39 @@ set_helpers(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     Py_XSETREF(goloop_helpers.callback_failed, Py_NewRef(args[0]));
     Py_XSETREF(goloop_helpers.log_slow, Py_NewRef(args[1]));
     Py_XSETREF(goloop_helpers.extract_stack, Py_NewRef(args[2]));
-    Py_XSETREF(goloop_helpers.future_type, Py_NewRef(args[3]));
-    Py_XSETREF(goloop_helpers.task_type, Py_NewRef(args[4]));
+    Py_XSETREF(goloop_helpers.futures, Py_NewRef(args[3]));
+    Py_XSETREF(goloop_helpers.tasks, Py_NewRef(args[4]));
     Py_XSETREF(goloop_helpers.fileobj_to_fd, Py_NewRef(args[5]));
     Py_RETURN_NONE;
+}
+
+/* base_events looks futures.Future and tasks.Task up when it makes one,
+ * so a replaced class (asyncio's own tests swap in the pure-Python ones)
+ * is the one used: a lookup in the module's dict, then, for the error,
+ * the module's getattr. */
+static PyObject *
+module_class(PyObject *module, PyObject **name, const char *s)
+{
+    if (*name == NULL && (*name = PyUnicode_InternFromString(s)) == NULL)
+        return NULL;
+    PyObject *cls = PyDict_GetItemWithError(PyModule_GetDict(module), *name);
+    if (cls == NULL && !PyErr_Occurred())
+        Py_XDECREF(PyObject_GetAttr(module, *name));
+    return cls;
+}
+
+PyObject *
+goloop_future_type(void)
+{
+    static PyObject *name;
+    return module_class(goloop_helpers.futures, &name, "Future");
+}
+
+PyObject *
+goloop_task_type(void)
+{
+    static PyObject *name;
+    return module_class(goloop_helpers.tasks, &name, "Task");
 }
 
 static PyObject *

@@ -1173,6 +1173,15 @@ get_closing(TransportObject *t, void *c)
     return s < 0 ? NULL : PyBool_FromLong(s & 1);
 }
 
+/* asyncio's _paused (pause_reading() called, resume_reading() not yet), as
+ * code written against the selector transport reads it; once closing it is
+ * False here, where asyncio keeps the last value. */
+static PyObject *
+get_paused_reading(TransportObject *t, void *c)
+{
+    return PyBool_FromLong(state(t) == 0);
+}
+
 static PyMethodDef transport_methods[] = {
     {"write", (PyCFunction)transport_write, METH_O,
      "Write some data bytes to the transport."},
@@ -1223,6 +1232,7 @@ static PyGetSetDef transport_getset[] = {
     {"_high_water", (getter)get_high, NULL, NULL, NULL},
     {"_low_water", (getter)get_low, NULL, NULL, NULL},
     {"_closing", (getter)get_closing, NULL, NULL, NULL},
+    {"_paused", (getter)get_paused_reading, NULL, NULL, NULL},
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL}
 };

@@ -152,3 +152,49 @@ def test_slow_protocol_callback_is_logged(loop, asyncio_log):
             if r.getMessage().startswith("Executing <Handle")]
     assert any(re.fullmatch(r"Executing <Handle \w*SocketTransport\._read_ready\(\)( created at [^>]*)?> "
                             r"took \d+\.\d{3} seconds", m) for m in slow), slow
+
+
+def trace_pause_in_task(loop):
+    """CPython's gh-140947 scenario: data_received pauses reading and starts
+    a task that waits for the transport's _paused, sets variables and
+    resumes reading; no callback sees the task's variables."""
+    async def main():
+        trace = []
+        done = loop.create_future()
+
+        class Handler(asyncio.Protocol):
+            def connection_made(self, transport):
+                self.transport = transport
+                trace.append(("made", var.get()))
+
+            def data_received(self, data):
+                trace.append(("data", var.get()))
+                self.task = asyncio.create_task(self.handle())
+                self.transport.pause_reading()
+
+            async def handle(self):
+                var.set("task")
+                while not self.transport._paused:
+                    await asyncio.sleep(0)
+                self.transport.resume_reading()
+                trace.append(("resumed", self.transport._paused, var.get()))
+
+            def connection_lost(self, exc):
+                trace.append(("lost", var.get()))
+                done.set_result(None)
+
+        server = await loop.create_server(Handler, "127.0.0.1", 0)
+        async with server:
+            reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+            writer.write(b"anything")
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+            await asyncio.wait_for(done, support.GUARD)
+        return trace
+
+    return loop.run_until_complete(main())
+
+
+def test_pause_reading_from_a_task_as_asyncio(loop):
+    assert trace_pause_in_task(loop) == support.run_on_reference(trace_pause_in_task)
