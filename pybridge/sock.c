@@ -254,7 +254,9 @@ park(LoopObject *self, int kind, PyObject *sock, int fd, PyObject *buf, Py_buffe
     op->watching = 0;
     PyObject_GC_Track(op);
     PyObject *args[1] = {(PyObject *)self};
-    op->fut = PyObject_Vectorcall(goloop_helpers.future_type, args, 0, goloop_kwnames_loop);
+    PyObject *future_type = goloop_future_type();
+    op->fut = future_type == NULL ? NULL :
+        PyObject_Vectorcall(future_type, args, 0, goloop_kwnames_loop);
     if (op->fut == NULL || ensure_fd_no_transport(self, fd) < 0)
         goto failed;
     if (self->closed) {
