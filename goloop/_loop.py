@@ -197,14 +197,14 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
     set_default_executor = _Base.set_default_executor
     _check_default_executor = _Base._check_default_executor
 
-    # Network I/O methods. sock_recv, sock_recv_into, sock_sendall and
-    # sock_accept try the call at once from C and, if the socket is not
+    # Network I/O methods. The sock_* coroutines but sock_connect and
+    # sock_sendfile try the call at once from C and, if the socket is not
     # ready, park a native op as the fd's reader or writer (pybridge/sock.c);
     # where that would differ from asyncio (debug mode, SSL or blocking
     # sockets, unusual arguments) the *_start method returns NotImplemented
-    # and asyncio's own coroutine runs. The other sock_* coroutines are
-    # asyncio's, over _add_reader/_add_writer, which here register with the
-    # Go poller. getaddrinfo and getnameinfo run in the default executor, as
+    # and asyncio's own coroutine runs. sock_connect (address resolution,
+    # once per connection) and sock_sendfile are asyncio's, over
+    # _add_reader/_add_writer, which here register with the Go poller. getaddrinfo and getnameinfo run in the default executor, as
     # in asyncio, and return exactly what the socket module does.
 
     getaddrinfo = _Base.getaddrinfo
@@ -240,9 +240,33 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
     sock_recv_into.__doc__ = _Selector.sock_recv_into.__doc__
     _sock_recv = _Selector._sock_recv
     _sock_recv_into = _Selector._sock_recv_into
-    sock_recvfrom = _Selector.sock_recvfrom
+    async def sock_recvfrom(self, sock, bufsize):
+        op = self._sock_recvfrom_start(sock, bufsize)
+        if op is NotImplemented:
+            return await _Selector.sock_recvfrom(self, sock, bufsize)
+        if op.__class__ is not _SockOp:
+            return op
+        try:
+            return await op
+        except BaseException:
+            op._detach()
+            raise
+
+    async def sock_recvfrom_into(self, sock, buf, nbytes=0):
+        op = self._sock_recvfrom_into_start(sock, buf, nbytes)
+        if op is NotImplemented:
+            return await _Selector.sock_recvfrom_into(self, sock, buf, nbytes)
+        if op.__class__ is not _SockOp:
+            return op
+        try:
+            return await op
+        except BaseException:
+            op._detach()
+            raise
+
+    sock_recvfrom.__doc__ = _Selector.sock_recvfrom.__doc__
+    sock_recvfrom_into.__doc__ = _Selector.sock_recvfrom_into.__doc__
     _sock_recvfrom = _Selector._sock_recvfrom
-    sock_recvfrom_into = _Selector.sock_recvfrom_into
     _sock_recvfrom_into = _Selector._sock_recvfrom_into
     async def sock_sendall(self, sock, data):
         op = self._sock_sendall_start(sock, data)
@@ -258,7 +282,19 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
 
     sock_sendall.__doc__ = _Selector.sock_sendall.__doc__
     _sock_sendall = _Selector._sock_sendall
-    sock_sendto = _Selector.sock_sendto
+    async def sock_sendto(self, sock, data, address):
+        op = self._sock_sendto_start(sock, data, address)
+        if op is NotImplemented:
+            return await _Selector.sock_sendto(self, sock, data, address)
+        if op.__class__ is not _SockOp:
+            return op
+        try:
+            return await op
+        except BaseException:
+            op._detach()
+            raise
+
+    sock_sendto.__doc__ = _Selector.sock_sendto.__doc__
     _sock_sendto = _Selector._sock_sendto
     sock_connect = _Selector.sock_connect
     _sock_connect = _Selector._sock_connect

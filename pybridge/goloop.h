@@ -147,8 +147,8 @@ typedef struct {
 
 int goloop_init_transport_type(PyObject *module);
 
-/* sock.c: the native halves of sock_recv, sock_recv_into, sock_sendall and
- * sock_accept. A parked call is a _SockOp, held by the Go core as the fd's
+/* sock.c: the native halves of sock_recv, sock_recv_into, sock_sendall,
+ * sock_accept and the datagram sock_* calls. A parked call is a _SockOp, held by the Go core as the fd's
  * reader or writer item next to the Handles, and run by goloop_run_ready. */
 extern PyTypeObject *goloop_sockop_type;
 int goloop_init_sock(PyObject *module);
@@ -158,6 +158,10 @@ PyObject *goloop_sock_recv_start(LoopObject *self, PyObject *const *args, Py_ssi
 PyObject *goloop_sock_recv_into_start(LoopObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *goloop_sock_sendall_start(LoopObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *goloop_sock_accept_start(LoopObject *self, PyObject *sock);
+PyObject *goloop_sock_recvfrom_start(LoopObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *goloop_sock_recvfrom_into_start(LoopObject *self, PyObject *const *args,
+                                          Py_ssize_t nargs);
+PyObject *goloop_sock_sendto_start(LoopObject *self, PyObject *const *args, Py_ssize_t nargs);
 /* loop.c: cancel the reader (write 0) or writer registered for fd, as
  * asyncio does to the Handle it replaces or removes. */
 int goloop_cancel_watcher(LoopObject *self, int fd, int write);

@@ -704,6 +704,12 @@ static PyMethodDef loop_methods[] = {
     {"_sock_sendall_start", (PyCFunction)(void (*)(void))goloop_sock_sendall_start,
      METH_FASTCALL, NULL},
     {"_sock_accept_start", (PyCFunction)goloop_sock_accept_start, METH_O, NULL},
+    {"_sock_recvfrom_start", (PyCFunction)(void (*)(void))goloop_sock_recvfrom_start,
+     METH_FASTCALL, NULL},
+    {"_sock_recvfrom_into_start", (PyCFunction)(void (*)(void))goloop_sock_recvfrom_into_start,
+     METH_FASTCALL, NULL},
+    {"_sock_sendto_start", (PyCFunction)(void (*)(void))goloop_sock_sendto_start, METH_FASTCALL,
+     NULL},
     {"_debug_counts", (PyCFunction)loop_debug_counts, METH_NOARGS, NULL},
     {NULL}
 };

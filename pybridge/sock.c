@@ -1,5 +1,6 @@
 /* The low-level socket coroutines' native halves: sock_recv, sock_recv_into,
- * sock_sendall and sock_accept (goloop/_loop.py wraps each in an async def).
+ * sock_sendall, sock_accept, sock_recvfrom, sock_recvfrom_into and
+ * sock_sendto (goloop/_loop.py wraps each in an async def).
  *
  * asyncio's selector loop tries the call at once and, on EAGAIN, registers
  * a reader or writer Handle whose callback (_sock_recv & co.) retries it,
@@ -10,7 +11,10 @@
  * remove_reader, and a reader and a writer on one fd behave as in asyncio),
  * is queued and run in the ready queue as that Handle would be, retries the
  * syscall from C, and on completion unwatches the fd itself before
- * resolving the future. The Python wrapper awaits the op and, if the await
+ * resolving the future. accept and the datagram calls return a peer
+ * address, which only the socket module knows how to convert: for them the
+ * op calls the socket's own method (and catches its BlockingIOError), so
+ * only the parked part is native. The Python wrapper awaits the op and, if the await
  * is interrupted (cancellation, close()), calls _detach() to unwatch: what
  * asyncio's done callback does on cancellation.
  *
@@ -43,7 +47,7 @@ typedef struct {
     int64_t sock_timeout;   /* _PyTime_t ns; 0: non-blocking, < 0: blocking */
 } SocketHead;
 
-enum { OP_RECV, OP_RECV_INTO, OP_SENDALL, OP_ACCEPT };
+enum { OP_RECV, OP_RECV_INTO, OP_SENDALL, OP_ACCEPT, OP_READ_CALL, OP_WRITE_CALL };
 
 /* Ownership: the op holds the loop, the future, the socket (asyncio's Handle
  * holds them through its args) and, for recv_into and sendall, the buffer
@@ -58,6 +62,8 @@ typedef struct {
     PyObject *fut;
     PyObject *sock;
     PyObject *buf;
+    PyObject *call;      /* *_CALL: the socket's bound method, and its args */
+    PyObject *args;
     Py_buffer view;      /* sendall's data, when has_view */
     Py_ssize_t n;        /* recv: the most to read; sendall: bytes sent */
     int fd;
@@ -70,7 +76,7 @@ typedef struct {
 PyTypeObject *goloop_sockop_type;
 static PyTypeObject *socket_type;   /* socket.socket */
 static PyObject *str_done, *str_set_result, *str_set_exception, *str_accept,
-    *str_setblocking, *str_transports, *str_data, *str_ensure_fd_no_transport;
+    *str_setblocking, *str_recvfrom, *str_recvfrom_into, *str_sendto, *str_transports, *str_data, *str_ensure_fd_no_transport;
 
 #define OP(o) ((SockOpObject *)(o))
 
@@ -200,6 +206,19 @@ do_accept(PyObject *sock, int *parked)
     return pair;
 }
 
+/* call(*args): the datagram calls' attempts. */
+static PyObject *
+do_call(PyObject *call, PyObject *args, int *parked)
+{
+    PyObject *r = PyObject_Call(call, args, NULL);
+    if (r == NULL && (PyErr_ExceptionMatches(PyExc_BlockingIOError) ||
+                      PyErr_ExceptionMatches(PyExc_InterruptedError))) {
+        PyErr_Clear();
+        *parked = 1;
+    }
+    return r;
+}
+
 /* asyncio's _ensure_fd_no_transport(fd): the loop's _transports is a
  * WeakValueDictionary, looked up in its .data dict here so that the usual
  * miss costs no KeyError; a hit is decided by asyncio's method itself (its
@@ -233,7 +252,7 @@ static PyObject *
 park(LoopObject *self, int kind, PyObject *sock, int fd, PyObject *buf, Py_buffer *view,
      Py_ssize_t n)
 {
-    int write = kind == OP_SENDALL;
+    int write = kind == OP_SENDALL || kind == OP_WRITE_CALL;
     SockOpObject *op = PyObject_GC_New(SockOpObject, goloop_sockop_type);
     if (op == NULL) {
         if (view != NULL)
@@ -244,6 +263,8 @@ park(LoopObject *self, int kind, PyObject *sock, int fd, PyObject *buf, Py_buffe
     op->fut = NULL;
     op->sock = Py_NewRef(sock);
     op->buf = Py_XNewRef(buf);
+    op->call = NULL;
+    op->args = NULL;
     op->has_view = view != NULL;
     if (view != NULL)
         op->view = *view;
@@ -284,8 +305,8 @@ unwatch(SockOpObject *op)
     op->watching = 0;
     if (op->loop->closed)
         return 0;
-    return GoloopUnwatchIf(op->loop->id, op->fd, op->kind == OP_SENDALL, (PyObject *)op) < 0
-               ? -1 : 0;
+    int write = op->kind == OP_SENDALL || op->kind == OP_WRITE_CALL;
+    return GoloopUnwatchIf(op->loop->id, op->fd, write, (PyObject *)op) < 0 ? -1 : 0;
 }
 
 /* Args of the *_start functions: (sock, arg). */
@@ -394,6 +415,99 @@ goloop_sock_accept_start(LoopObject *self, PyObject *sock)
     return park(self, OP_ACCEPT, sock, fd, NULL, NULL, 0);
 }
 
+/* The datagram calls: sock.<name>(*first) at once; if the socket is not
+ * ready, an op that calls sock.<name>(*retry) when it is. Steals first and
+ * retry. */
+static PyObject *
+call_start(LoopObject *self, int kind, PyObject *sock, int fd, PyObject *name, PyObject *first,
+           PyObject *retry)
+{
+    PyObject *call = first != NULL && retry != NULL ? PyObject_GetAttr(sock, name) : NULL;
+    if (call == NULL) {
+        Py_XDECREF(first);
+        Py_XDECREF(retry);
+        return NULL;
+    }
+    int parked = 0;
+    PyObject *r = do_call(call, first, &parked);
+    Py_DECREF(first);
+    if (parked) {
+        r = park(self, kind, sock, fd, NULL, NULL, 0);
+        if (r != NULL) {
+            OP(r)->call = Py_NewRef(call);
+            OP(r)->args = Py_NewRef(retry);
+        }
+    }
+    Py_DECREF(call);
+    Py_DECREF(retry);
+    return r;
+}
+
+/* _sock_recvfrom_start(sock, bufsize): (data, address), a _SockOp or
+ * NotImplemented. */
+PyObject *
+goloop_sock_recvfrom_start(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (two_args("_sock_recvfrom_start", nargs) < 0)
+        return NULL;
+    int fd = native_fd(self, args[0]);
+    if (fd < 0)
+        Py_RETURN_NOTIMPLEMENTED;
+    PyObject *a = PyTuple_Pack(1, args[1]);
+    return call_start(self, OP_READ_CALL, args[0], fd, str_recvfrom, a, Py_XNewRef(a));
+}
+
+/* _sock_recvfrom_into_start(sock, buf, nbytes): (count, address), a _SockOp
+ * or NotImplemented. nbytes 0 (false) means len(buf), as in asyncio. */
+PyObject *
+goloop_sock_recvfrom_into_start(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "_sock_recvfrom_into_start() takes 3 arguments");
+        return NULL;
+    }
+    int fd = native_fd(self, args[0]);
+    if (fd < 0)
+        Py_RETURN_NOTIMPLEMENTED;
+    PyObject *nbytes;
+    int given = PyObject_IsTrue(args[2]);
+    if (given < 0)
+        return NULL;
+    if (given) {
+        nbytes = Py_NewRef(args[2]);
+    }
+    else {
+        Py_ssize_t len = PyObject_Size(args[1]);
+        if (len < 0)
+            return NULL;
+        nbytes = PyLong_FromSsize_t(len);
+        if (nbytes == NULL)
+            return NULL;
+    }
+    PyObject *a = PyTuple_Pack(2, args[1], nbytes);
+    Py_DECREF(nbytes);
+    return call_start(self, OP_READ_CALL, args[0], fd, str_recvfrom_into, a, Py_XNewRef(a));
+}
+
+/* _sock_sendto_start(sock, data, address): the count sent, a _SockOp or
+ * NotImplemented. The retry passes flags 0, as asyncio's _sock_sendto. */
+PyObject *
+goloop_sock_sendto_start(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "_sock_sendto_start() takes 3 arguments");
+        return NULL;
+    }
+    int fd = native_fd(self, args[0]);
+    if (fd < 0)
+        Py_RETURN_NOTIMPLEMENTED;
+    PyObject *zero = PyLong_FromLong(0);
+    PyObject *retry = zero == NULL ? NULL : PyTuple_Pack(3, args[1], zero, args[2]);
+    Py_XDECREF(zero);
+    return call_start(self, OP_WRITE_CALL, args[0], fd, str_sendto,
+                      PyTuple_Pack(2, args[1], args[2]), retry);
+}
+
 /* Run by the ready queue when the fd is ready: asyncio's _sock_recv & co.
  * Returns -1 only for SystemExit and KeyboardInterrupt, which asyncio's
  * callbacks let escape too. */
@@ -437,6 +551,10 @@ goloop_sockop_run(PyObject *obj)
     }
     case OP_ACCEPT:
         res = do_accept(op->sock, &parked);
+        break;
+    case OP_READ_CALL:
+    case OP_WRITE_CALL:
+        res = do_call(op->call, op->args, &parked);
         break;
     }
     if (parked)
@@ -529,6 +647,8 @@ sockop_traverse(SockOpObject *op, visitproc visit, void *arg)
     Py_VISIT(op->fut);
     Py_VISIT(op->sock);
     Py_VISIT(op->buf);
+    Py_VISIT(op->call);
+    Py_VISIT(op->args);
     Py_VISIT(Py_TYPE(op));
     return 0;
 }
@@ -544,6 +664,8 @@ sockop_clear(SockOpObject *op)
     Py_CLEAR(op->fut);
     Py_CLEAR(op->sock);
     Py_CLEAR(op->buf);
+    Py_CLEAR(op->call);
+    Py_CLEAR(op->args);
     return 0;
 }
 
@@ -565,8 +687,8 @@ static PyMethodDef sockop_methods[] = {
 };
 
 static PyType_Slot sockop_slots[] = {
-    {Py_tp_doc, "A sock_recv, sock_recv_into, sock_sendall or sock_accept waiting for its "
-                "socket: the fd's reader or writer, awaited by the sock_* coroutine."},
+    {Py_tp_doc, "A sock_* call waiting for its socket: the fd's reader or writer, awaited "
+                "by the sock_* coroutine."},
     {Py_tp_dealloc, sockop_dealloc},
     {Py_tp_traverse, sockop_traverse},
     {Py_tp_clear, sockop_clear},
@@ -626,7 +748,8 @@ goloop_init_sock(PyObject *module)
 {
     if (intern(&str_done, "done") < 0 || intern(&str_set_result, "set_result") < 0 ||
         intern(&str_set_exception, "set_exception") < 0 || intern(&str_accept, "accept") < 0 ||
-        intern(&str_setblocking, "setblocking") < 0 ||
+        intern(&str_setblocking, "setblocking") < 0 || intern(&str_recvfrom, "recvfrom") < 0 ||
+        intern(&str_recvfrom_into, "recvfrom_into") < 0 || intern(&str_sendto, "sendto") < 0 ||
         intern(&str_transports, "_transports") < 0 || intern(&str_data, "data") < 0 ||
         intern(&str_ensure_fd_no_transport, "_ensure_fd_no_transport") < 0)
         return -1;

@@ -845,6 +845,10 @@ def test_sock_calls_leak_nothing(loop, pair):
             await asyncio.sleep(0)
             await loop.sock_sendall(a, b"ping")
             assert await recv == b"ping"
+            recv = loop.create_task(loop.sock_recvfrom(b, 100))
+            await asyncio.sleep(0)
+            await loop.sock_sendall(a, b"pong")
+            assert (await recv)[0] == b"pong"
             cancelled = loop.create_task(loop.sock_recv_into(b, bytearray(10)))
             await asyncio.sleep(0)
             cancelled.cancel()
@@ -860,3 +864,78 @@ def test_sock_calls_leak_nothing(loop, pair):
     assert grown < 200
     assert len(os.listdir("/proc/self/fd")) == fds
     assert watched(loop, b) == 0
+
+
+def test_datagram_calls_parked_and_cancelled(loop, udp_pair):
+    a, b = udp_pair
+    async def main():
+        task = loop.create_task(loop.sock_recvfrom(b, 100))
+        await iterations(2)
+        assert watched(loop, b) == selectors.EVENT_READ
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert watched(loop, b) == 0
+        buf = bytearray(10)
+        into = loop.create_task(loop.sock_recvfrom_into(b, buf, 4))
+        await iterations(2)
+        assert not into.done()
+        assert await loop.sock_sendto(a, b"datagram", b.getsockname()) == 8
+        assert await wait(into) == (4, a.getsockname())
+        assert buf[:5] == b"data\0"
+        assert watched(loop, b) == 0
+    support.run_guarded(loop, main())
+
+
+def test_sendto_waits_for_room(loop, tmp_path):
+    # A Unix datagram socket whose peer's queue is full refuses more: the
+    # call parks as the writer until the peer reads one.
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = str(tmp_path / "rx")
+    rx.bind(path)
+    for s in (rx, tx):
+        s.setblocking(False)
+    async def main():
+        sent = 0
+        while True:
+            try:
+                tx.sendto(b"fill", path)
+                sent += 1
+            except BlockingIOError:
+                break
+        task = loop.create_task(loop.sock_sendto(tx, b"last", path))
+        await iterations(2)
+        assert not task.done()
+        assert watched(loop, tx) == selectors.EVENT_WRITE
+        for _ in range(sent):
+            assert await wait(loop.sock_recvfrom(rx, 100)) == (b"fill", None)
+        assert await wait(task) == 4
+        assert await wait(loop.sock_recvfrom(rx, 100)) == (b"last", None)
+        assert watched(loop, tx) == 0
+    try:
+        support.run_guarded(loop, main())
+    finally:
+        rx.close()
+        tx.close()
+
+
+def test_datagram_argument_errors_as_asyncio(loop):
+    def scenario(lp):
+        a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        a.bind(("127.0.0.1", 0))
+        a.setblocking(False)
+        async def main():
+            return [
+                await _outcome(lp.sock_recvfrom_into(a, bytearray(4), 10)),
+                await _outcome(lp.sock_recvfrom_into(a, b"readonly")),
+                await _outcome(lp.sock_recvfrom(a, -1)),
+                await _outcome(lp.sock_sendto(a, "text", a.getsockname())),
+                await _outcome(lp.sock_sendto(a, b"x", "not an address")),
+            ]
+        try:
+            return support.run_guarded(lp, main())
+        finally:
+            a.close()
+
+    assert scenario(loop) == support.run_on_reference(scenario)
