@@ -142,6 +142,41 @@ func GoloopUnwatch(id C.int, fd C.int, write C.int) (rc C.int) {
 	return 0
 }
 
+// GoloopWatchReplacing is GoloopWatch for a sock_* op, in one crossing
+// instead of two: it registers h (a new reference the loop takes over) and
+// stores in *old the reader or writer it replaced, as a new reference the
+// caller cancels and releases (asyncio's _add_reader cancels the handle it
+// replaces after registering the new one), or NULL.
+//
+//export GoloopWatchReplacing
+func GoloopWatchReplacing(id C.int, fd C.int, write C.int, h *C.PyObject, old **C.PyObject) (rc C.int) {
+	defer guard(&rc, nil)
+	ev := core.Read
+	if write != 0 {
+		ev = core.Write
+	}
+	l := loopOf(id).core
+	prev, had := l.Watcher(int(fd), ev)
+	if had {
+		C.goloop_incref(prev) // AddReader/AddWriter release the loop's reference
+	}
+	var err error
+	if write != 0 {
+		err = l.AddWriter(int(fd), h)
+	} else {
+		err = l.AddReader(int(fd), h)
+	}
+	if err != nil {
+		if had {
+			C.goloop_decref(prev)
+		}
+		setError(err)
+		return -1
+	}
+	*old = prev
+	return 0
+}
+
 // GoloopUnwatchIf removes the reader (write 0) or writer of fd only if it
 // is still h: a sock_* call unwatching its fd once done, which must leave a
 // watcher that replaced it alone. It returns 1 if h was removed.

@@ -162,8 +162,5 @@ PyObject *goloop_sock_recvfrom_start(LoopObject *self, PyObject *const *args, Py
 PyObject *goloop_sock_recvfrom_into_start(LoopObject *self, PyObject *const *args,
                                           Py_ssize_t nargs);
 PyObject *goloop_sock_sendto_start(LoopObject *self, PyObject *const *args, Py_ssize_t nargs);
-/* loop.c: cancel the reader (write 0) or writer registered for fd, as
- * asyncio does to the Handle it replaces or removes. */
-int goloop_cancel_watcher(LoopObject *self, int fd, int write);
 
 #endif

@@ -396,8 +396,8 @@ goloop_as_fd(PyObject *o)
 }
 
 /* asyncio's selector loop cancels the handle it replaces or removes. */
-int
-goloop_cancel_watcher(LoopObject *self, int fd, int write)
+static int
+cancel_watcher(LoopObject *self, int fd, int write)
 {
     PyObject *old = GoloopWatcher(self->id, fd, write);
     if (old == NULL)
@@ -446,7 +446,7 @@ add_watcher(LoopObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
     HandleObject *h = goloop_handle_new(goloop_handle_type, self, args + 1, nargs - 1, context);
     if (h == NULL)
         return NULL;
-    if (goloop_cancel_watcher(self, fd, write) < 0) {
+    if (cancel_watcher(self, fd, write) < 0) {
         Py_DECREF(h);
         return NULL;
     }
@@ -483,7 +483,7 @@ remove_watcher(LoopObject *self, PyObject *arg, int write)
         return NULL;
     if (self->closed)
         Py_RETURN_FALSE;
-    if (goloop_cancel_watcher(self, fd, write) < 0)
+    if (cancel_watcher(self, fd, write) < 0)
         return NULL;
     int r = GoloopUnwatch(self->id, fd, write);
     if (r < 0)

@@ -245,8 +245,10 @@ ensure_fd_no_transport(LoopObject *self, int fd)
     return has;
 }
 
-/* Park: a new future and an op watching fd, replacing (and cancelling) the
- * watcher there, as asyncio's _add_reader/_add_writer do. Returns the op, or
+static int unwatch(SockOpObject *op);
+
+/* Park: a new future and an op watching fd, replacing (and then
+ * cancelling) the watcher there, as asyncio's _add_reader/_add_writer do. Returns the op, or
  * NULL with an exception (the op and its buffer released). */
 static PyObject *
 park(LoopObject *self, int kind, PyObject *sock, int fd, PyObject *buf, Py_buffer *view,
@@ -284,11 +286,21 @@ park(LoopObject *self, int kind, PyObject *sock, int fd, PyObject *buf, Py_buffe
         goloop_set_closed_error();
         goto failed;
     }
-    if (goloop_cancel_watcher(self, fd, write) < 0)
-        goto failed;
-    if (GoloopWatch(self->id, fd, write, (PyObject *)Py_NewRef(op)) < 0)
+    PyObject *old = NULL;
+    if (GoloopWatchReplacing(self->id, fd, write, (PyObject *)Py_NewRef(op), &old) < 0)
         goto failed;
     op->watching = 1;
+    if (old != NULL) {
+        PyObject *r = PyObject_CallMethod(old, "cancel", NULL);
+        Py_DECREF(old);
+        if (r == NULL) {
+            PyObject *exc = goloop_fetch_exception();
+            unwatch(op);
+            goloop_restore_exception(exc);
+            goto failed;
+        }
+        Py_DECREF(r);
+    }
     return (PyObject *)op;
 
 failed:
