@@ -1,6 +1,10 @@
 package core
 
-import "golang.org/x/sys/unix"
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
 
 // DatagramSink receives a Datagram's events, on the loop thread. See
 // transport.go for what an error returned from any of its methods means.
@@ -8,8 +12,10 @@ type DatagramSink interface {
 	TransportSink
 	// Datagram is called with one datagram (datagram_received); b is
 	// the loop's shared read buffer, valid only during the call. from
-	// is the sender's address, nil if the kernel gave none.
-	Datagram(b []byte, from unix.Sockaddr) error
+	// is the sender's address as the kernel wrote it (a struct sockaddr,
+	// see Sockaddr), also valid only during the call; empty if the kernel
+	// gave none (an unbound Unix socket).
+	Datagram(b []byte, from Sockaddr) error
 	// Error reports a failed send or receive (error_received): for
 	// instance ECONNREFUSED on a connected UDP socket after the peer's
 	// ICMP port unreachable. The transport stays open.
@@ -31,7 +37,8 @@ const maxDatagramsPerReady = 32
 type Datagram struct {
 	transport
 	sink     DatagramSink
-	queue    []outDatagram // unsent, oldest first from head
+	from     unix.RawSockaddrAny // filled by each recvfrom
+	queue    []outDatagram       // unsent, oldest first from head
 	head     int
 	qbytes   int // bytes counted against the water marks
 	overhead int // bytes counted per queued datagram besides its payload
@@ -39,8 +46,16 @@ type Datagram struct {
 
 type outDatagram struct {
 	b  []byte
-	to unix.Sockaddr
+	to Sockaddr
 }
+
+// Sockaddr is a socket address in the kernel's own form, the bytes of a
+// struct sockaddr_in, sockaddr_in6 or sockaddr_un (whatever the socket's
+// family uses), of the length the kernel reads or wrote. The transport
+// passes addresses through as they are: the embedder converts them, which
+// keeps the distinctions unix.Sockaddr loses (Linux abstract Unix names
+// against paths that begin with '@') and spares an allocation per datagram.
+type Sockaddr []byte
 
 var _ IO = (*Datagram)(nil)
 
@@ -68,24 +83,24 @@ func (d *Datagram) SetSink(sink DatagramSink) {
 // adds the 8 when queueing but does not subtract it when sending; this
 // subtracts what it added.)
 func (d *Datagram) SetOverhead(n int) {
-	if d.queued() == 0 {
+	if d.Queued() == 0 {
 		d.overhead = n
 	}
 }
 
-// SendTo sends b to to, or to the connected peer if to is nil (asyncio's
+// SendTo sends b to to, or to the connected peer if to is empty (asyncio's
 // sendto(data, addr): the bridge checks addr against the connected address
-// and passes nil then). Empty datagrams are sent (as CPython 3.13 does;
+// and passes none then). Empty datagrams are sent (as CPython 3.13 does;
 // 3.12 returns early, which the bridge does itself). A send error other
 // than EAGAIN goes to Error, as error_received; SendTo itself fails only
 // when the loop is closed or a sink method returns an error. After the
 // transport is lost, sends are counted (LostWrites) and dropped.
-func (d *Datagram) SendTo(b []byte, to unix.Sockaddr) error {
+func (d *Datagram) SendTo(b []byte, to Sockaddr) error {
 	if d.lost {
 		d.lostWrites++
 		return nil
 	}
-	if d.queued() == 0 {
+	if d.Queued() == 0 {
 		err := sendto(d.fd, b, to)
 		if err == nil {
 			return nil
@@ -94,7 +109,11 @@ func (d *Datagram) SendTo(b []byte, to unix.Sockaddr) error {
 			return d.sink.Error(err)
 		}
 	}
-	d.queue = append(d.queue, outDatagram{b: append([]byte(nil), b...), to: to})
+	q := outDatagram{b: append([]byte(nil), b...)}
+	if to != nil {
+		q.to = append(Sockaddr(nil), to...)
+	}
+	d.queue = append(d.queue, q)
 	d.qbytes += len(b) + d.overhead
 	if err := d.sync(); err != nil {
 		return err
@@ -121,13 +140,14 @@ func (d *Datagram) Ready(ev Events) error {
 func (d *Datagram) receive() error {
 	buf := d.loop.readBuffer()
 	for i := 0; i < maxDatagramsPerReady && d.interest&Read != 0; i++ {
-		n, from, err := unix.Recvfrom(d.fd, buf, 0)
+		n, fromLen, err := recvfrom(d.fd, buf, &d.from)
 		if err != nil {
 			if again(err) {
 				return nil
 			}
 			return d.sink.Error(wrap("recvfrom", err))
 		}
+		from := unsafe.Slice((*byte)(unsafe.Pointer(&d.from)), fromLen)
 		if err := d.sink.Datagram(buf[:n], from); err != nil {
 			return err
 		}
@@ -139,7 +159,7 @@ func (d *Datagram) receive() error {
 // A datagram that fails otherwise is dropped and reported, and the round
 // ends there (asyncio's return), the rest waiting for the next readiness.
 func (d *Datagram) flush() error {
-	for d.queued() > 0 {
+	for d.Queued() > 0 {
 		p := &d.queue[d.head]
 		err := sendto(d.fd, p.b, p.to)
 		if err != nil && again(err) {
@@ -157,7 +177,7 @@ func (d *Datagram) flush() error {
 	if err := d.maybeResume(); err != nil { // it may send, or close
 		return err
 	}
-	if d.lost || d.queued() > 0 {
+	if d.lost || d.Queued() > 0 {
 		return nil
 	}
 	if err := d.sync(); err != nil {
@@ -169,12 +189,14 @@ func (d *Datagram) flush() error {
 	return nil
 }
 
-func (d *Datagram) queued() int { return len(d.queue) - d.head }
+// Queued is the number of datagrams waiting to be sent (asyncio's
+// len(_buffer)).
+func (d *Datagram) Queued() int { return len(d.queue) - d.head }
 
 // compact reuses the queue's array once it has been sent in full, and
 // otherwise moves the rest down once the sent part is the larger.
 func (d *Datagram) compact() {
-	switch n := d.queued(); {
+	switch n := d.Queued(); {
 	case n == 0:
 		d.queue, d.head = d.queue[:0], 0
 	case d.head > n:
@@ -184,23 +206,9 @@ func (d *Datagram) compact() {
 	}
 }
 
-// sendto sends one datagram, to the connected peer if to is nil.
-func sendto(fd int, b []byte, to unix.Sockaddr) error {
-	if err := unix.Sendto(fd, b, unix.MSG_NOSIGNAL, to); err != nil {
-		if again(err) {
-			return err
-		}
-		if to == nil {
-			return wrap("send", err)
-		}
-		return wrap("sendto", err)
-	}
-	return nil
-}
-
 // transportImpl.
 func (d *Datagram) bufferSize() int { return d.qbytes }
-func (d *Datagram) buffered() bool  { return d.queued() > 0 }
+func (d *Datagram) buffered() bool  { return d.Queued() > 0 }
 func (d *Datagram) dropBuffer() {
 	clear(d.queue)
 	d.queue, d.head, d.qbytes = d.queue[:0], 0, 0

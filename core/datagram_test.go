@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
@@ -31,14 +32,28 @@ func udpSocket(t *testing.T) (int, *unix.SockaddrInet4) {
 	return fd, sa.(*unix.SockaddrInet4)
 }
 
-// inet4 renders an IPv4 socket address (SockaddrInet4 has an unexported
-// field, which cmp will not compare).
-func inet4(sa unix.Sockaddr) string {
-	a, ok := sa.(*unix.SockaddrInet4)
-	if !ok {
-		return fmt.Sprintf("%#v", sa)
+// inet4 renders an IPv4 socket address, a *unix.SockaddrInet4 or the
+// kernel's struct sockaddr_in (core.Sockaddr).
+func inet4(sa any) string {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return fmt.Sprintf("%d.%d.%d.%d:%d", a.Addr[0], a.Addr[1], a.Addr[2], a.Addr[3], a.Port)
+	case core.Sockaddr:
+		if len(a) == unix.SizeofSockaddrInet4 && a[0] == unix.AF_INET {
+			return fmt.Sprintf("%d.%d.%d.%d:%d", a[4], a[5], a[6], a[7], int(a[2])<<8|int(a[3]))
+		}
 	}
-	return fmt.Sprintf("%d.%d.%d.%d:%d", a.Addr[0], a.Addr[1], a.Addr[2], a.Addr[3], a.Port)
+	return fmt.Sprintf("%#v", sa)
+}
+
+// raw4 is a in the kernel's form: struct sockaddr_in, family in host
+// order, port in network order.
+func raw4(a *unix.SockaddrInet4) core.Sockaddr {
+	b := make(core.Sockaddr, unix.SizeofSockaddrInet4)
+	*(*uint16)(unsafe.Pointer(&b[0])) = unix.AF_INET
+	b[2], b[3] = byte(a.Port>>8), byte(a.Port)
+	copy(b[4:8], a.Addr[:])
+	return b
 }
 
 func (r *recorder) datagram(name string, fd int) (*core.Datagram, *sink) {
@@ -59,13 +74,13 @@ func TestDatagramUDPEcho(t *testing.T) {
 	bfd, baddr := udpSocket(t)
 	a, ak := r.datagram("a", afd)
 	b, bk := r.datagram("b", bfd)
-	bk.datagram = func(p []byte, from unix.Sockaddr) error {
+	bk.datagram = func(p []byte, from core.Sockaddr) error {
 		if inet4(from) != inet4(aaddr) {
 			t.Errorf("sender address %s, want %s", inet4(from), inet4(aaddr))
 		}
 		return b.SendTo([]byte(strings.ToUpper(string(p))), from)
 	}
-	ak.datagram = func(p []byte, from unix.Sockaddr) error {
+	ak.datagram = func(p []byte, from core.Sockaddr) error {
 		if inet4(from) != inet4(baddr) {
 			t.Errorf("replier address %s, want %s", inet4(from), inet4(baddr))
 		}
@@ -76,10 +91,10 @@ func TestDatagramUDPEcho(t *testing.T) {
 	}
 	a.Start()
 	b.Start()
-	if err := a.SendTo([]byte("one"), baddr); err != nil {
+	if err := a.SendTo([]byte("one"), raw4(baddr)); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.SendTo([]byte("two"), baddr); err != nil {
+	if err := a.SendTo([]byte("two"), raw4(baddr)); err != nil {
 		t.Fatal(err)
 	}
 	r.deadline(5)
@@ -158,7 +173,7 @@ func TestDatagramsPerReadiness(t *testing.T) {
 	}
 	d, k := r.datagram("d", fd)
 	n := 0
-	k.datagram = func([]byte, unix.Sockaddr) error {
+	k.datagram = func([]byte, core.Sockaddr) error {
 		if n++; n == 40 {
 			r.l.Stop()
 		}
@@ -222,7 +237,7 @@ func TestDatagramQueueAndWaterMarks(t *testing.T) {
 	}
 	b, bk := r.datagram("b", bfd)
 	var got []string
-	bk.datagram = func(p []byte, _ unix.Sockaddr) error {
+	bk.datagram = func(p []byte, _ core.Sockaddr) error {
 		got = append(got, string(p[:4]))
 		if len(got) == total {
 			r.l.Stop()
@@ -295,7 +310,7 @@ func TestDatagramCloseFlushesAbortDrops(t *testing.T) {
 			received := 0
 			var last string
 			b, bk := r.datagram("b", bfd)
-			bk.datagram = func(p []byte, _ unix.Sockaddr) error {
+			bk.datagram = func(p []byte, _ core.Sockaddr) error {
 				received++
 				last = string(p)
 				return nil

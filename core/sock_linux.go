@@ -35,6 +35,43 @@ func sendmsg(fd int, iov []unix.Iovec) (int, error) {
 	return int(n), nil
 }
 
+// sendto sends one datagram, to the connected peer if to is empty. It is
+// a raw system call, as read and sendmsg are (sock_linux.go), and takes the
+// address in the kernel's form, so a send allocates nothing.
+func sendto(fd int, b []byte, to Sockaddr) error {
+	var p, sa unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	if len(to) > 0 {
+		sa = unsafe.Pointer(&to[0])
+	}
+	_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(p), uintptr(len(b)),
+		unix.MSG_NOSIGNAL, uintptr(sa), uintptr(len(to)))
+	switch {
+	case e == 0:
+		return nil
+	case again(e):
+		return e
+	case len(to) == 0:
+		return wrap("send", e)
+	}
+	return wrap("sendto", e)
+}
+
+// recvfrom reads one datagram into b and its sender's address into from,
+// returning the address's length (0 when there is none), as a raw system
+// call (see sendto).
+func recvfrom(fd int, b []byte, from *unix.RawSockaddrAny) (n, fromLen int, err error) {
+	l := uint32(unix.SizeofSockaddrAny)
+	r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])),
+		uintptr(len(b)), 0, uintptr(unsafe.Pointer(from)), uintptr(unsafe.Pointer(&l)))
+	if e != 0 {
+		return 0, 0, e
+	}
+	return int(r), int(min(l, unix.SizeofSockaddrAny)), nil
+}
+
 // read is unix.Read as a raw system call (see above).
 func read(fd int, b []byte) (int, error) {
 	var p unsafe.Pointer

@@ -176,9 +176,8 @@ type sink struct {
 	pause    func() error
 	resume   func() error
 	lost     func(err error) error
-	datagram func(b []byte, from unix.Sockaddr) error
+	datagram func(b []byte, from core.Sockaddr) error
 	onError  func(err error) error
-	froms    []unix.Sockaddr
 	// shutOnLost shuts the socket down in Lost, as the embedder closing
 	// it would (the test's cleanup closes it): the peer sees EOF.
 	shutOnLost bool
@@ -239,10 +238,9 @@ func (s *sink) Lost(err error) error {
 	return nil
 }
 
-// Datagram logs the payload and keeps the sender's address.
-func (s *sink) Datagram(b []byte, from unix.Sockaddr) error {
+// Datagram logs the payload.
+func (s *sink) Datagram(b []byte, from core.Sockaddr) error {
 	s.logf("dgram:%s", b)
-	s.froms = append(s.froms, from)
 	if s.datagram != nil {
 		return s.datagram(b, from)
 	}

@@ -129,6 +129,10 @@ func (t *transport) Start() error {
 // IsClosing reports whether Close, Abort or a fatal error happened.
 func (t *transport) IsClosing() bool { return t.closing }
 
+// IsLost reports whether Lost is scheduled or delivered (asyncio's
+// _conn_lost): from then on writes are counted and dropped.
+func (t *transport) IsLost() bool { return t.lost }
+
 // IsReading is asyncio's is_reading: not closing and not paused.
 func (t *transport) IsReading() bool { return !t.closing && !t.paused }
 
