@@ -328,9 +328,10 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
     # orchestration (address resolution, happy eyeballs, Server, sslproto).
     # TCP and Unix stream sockets get goloop's native transport
     # (_goloop._SocketTransport: reads, writes, buffering and flow control in
-    # Go); TLS is asyncio's sslproto layered over that transport. Datagrams
-    # and pipes still use asyncio's selector transports, which run on the Go
-    # poller through _add_reader/_add_writer.
+    # Go); TLS is asyncio's sslproto layered over that transport. UDP and
+    # Unix datagram sockets get _goloop._DatagramTransport. Pipes still use
+    # asyncio's selector transports, which run on the Go poller through
+    # _add_reader/_add_writer.
 
     create_connection = _Base.create_connection
     _connect_sock = _Base._connect_sock
@@ -403,7 +404,18 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
                 transp.resume_reading()
             self._transports[transp._sock_fd] = transp
 
-    _make_datagram_transport = _Selector._make_datagram_transport
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        if _CHECK_FD_ON_MAKE:
+            self._ensure_fd_no_transport(sock)
+        if sock.family not in _NATIVE_DATAGRAM_FAMILIES:
+            # The native transport converts the address families that
+            # create_datagram_endpoint makes; a socket of another family
+            # given as sock= gets asyncio's selector transport.
+            return selector_events._SelectorDatagramTransport(
+                self, sock, protocol, address, waiter, extra
+            )
+        return _datagram_transport(self, sock, protocol, address, waiter, extra)
+
     _start_serving = _Selector._start_serving
     _accept_connection = _Selector._accept_connection
     _accept_connection2 = _Selector._accept_connection2
@@ -596,6 +608,36 @@ def _socket_transport(loop, sock, protocol, waiter, extra, server, context):
     return transport
 
 
+_NATIVE_DATAGRAM_FAMILIES = frozenset({socket.AF_INET, socket.AF_INET6, socket.AF_UNIX})
+
+
+def _datagram_transport(loop, sock, protocol, address, waiter, extra):
+    """The native transport for a datagram socket, set up as asyncio's
+    _SelectorDatagramTransport.__init__ sets itself up."""
+    if extra is None:
+        extra = {}
+    extra["socket"] = trsock.TransportSocket(sock)
+    try:
+        extra["sockname"] = sock.getsockname()
+    except OSError:
+        extra["sockname"] = None
+    if "peername" not in extra:
+        try:
+            extra["peername"] = sock.getpeername()
+        except socket.error:
+            extra["peername"] = None
+    # Registers the fd with the Go core: from here the transport owns it.
+    transport = _goloop._new_datagram_transport(loop, sock, protocol, extra, address)
+    loop._transports[sock.fileno()] = transport
+    loop.call_soon(protocol.connection_made, transport)
+    # only start reading when connection_made() has been called
+    loop.call_soon(transport._start)
+    if waiter is not None:
+        # only wake up the waiter when connection_made() has been called
+        loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+    return transport
+
+
 # What asyncio's _SelectorSocketTransport has as class attributes.
 _goloop._SocketTransport._start_tls_compatible = True
 _goloop._SocketTransport._sendfile_compatible = constants._SendfileMode.TRY_NATIVE
@@ -679,6 +721,66 @@ def _connection_lost_failed(loop, transport, arg, exc):
     )
 
 
+def _datagram_callback_failed(transport, exc, method):
+    # asyncio runs _read_ready and _sendto_ready as the fd's reader and
+    # writer handles, so an exception a protocol callback raises there
+    # reaches the handler as a failing callback's; the transport stays open.
+    loop = transport._loop
+    if loop is None:
+        return
+    loop.call_exception_handler(
+        {
+            "message": f"Exception in callback {type(transport).__name__}.{method}()",
+            "exception": exc,
+            "transport": transport,
+            "protocol": transport._protocol,
+        }
+    )
+
+
+def _datagram_sendto_slow(transport, data, addr, queued):
+    """sendto() to an address the native side does not convert itself (a
+    host name, '<broadcast>', a wrong type...). With nothing queued, the
+    datagram is sent here, as asyncio sends it, so every error is the socket
+    module's; returns None then, or when the error was handled. Otherwise
+    returns the address resolved to the numeric form the native side queues
+    the datagram with."""
+    sock = transport._sock
+    try:
+        if not queued:
+            try:
+                sock.sendto(data, addr)
+                return None
+            except (BlockingIOError, InterruptedError):
+                pass
+        return _numeric_address(sock, addr)
+    except OSError as exc:
+        transport._protocol.error_received(exc)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        _transport_fatal_error(transport, exc, "Fatal write error on datagram transport")
+        transport._force_close(exc)
+    return None
+
+
+def _numeric_address(sock, addr):
+    # What the socket module's address parsing resolves addr to, for the
+    # queue: '' and '<broadcast>' are its special names, the rest
+    # getaddrinfo's.
+    if sock.family == socket.AF_UNIX:
+        return addr if isinstance(addr, str) else bytes(addr)
+    host, port = addr[0], addr[1]
+    if host == "":
+        host = "0.0.0.0" if sock.family == socket.AF_INET else "::"
+    elif host == "<broadcast>":
+        host = "255.255.255.255"
+    resolved = socket.getaddrinfo(host, port, sock.family, socket.SOCK_DGRAM)[0][4]
+    if sock.family == socket.AF_INET6:
+        return resolved[:2] + tuple(addr[2:4]) + resolved[2 + len(addr[2:4]):]
+    return resolved
+
+
 _goloop._set_helpers(
     _callback_failed, _log_slow, _extract_stack, futures, tasks, selectors._fileobj_to_fd
 )
@@ -689,3 +791,4 @@ _goloop._set_transport_helpers(
     _connection_lost_failed,
     _logger,
 )
+_goloop._set_datagram_helpers(_datagram_callback_failed, _datagram_sendto_slow, _logger)

@@ -83,6 +83,17 @@ typedef struct {
     char *buf;
     long len;
 } goloop_buf;
+/* datagram.c: the protocol side of a datagram transport, called by
+ * datagram.go's sink, with stream.c's flow control and connection_lost
+ * helpers (the two transport types share TransportObject's layout). Return
+ * values as above. datagram_received(data, addr): addr is the sender's
+ * struct sockaddr, addrlen bytes (0: None). A protocol exception is
+ * reported as asyncio reports a failing _read_ready/_sendto_ready callback,
+ * and the transport stays open. error_received(exc) steals exc; mode is
+ * where asyncio would call it: 0 _read_ready, 1 _sendto_ready, 2 sendto(),
+ * where an exception it raises is left set (-1) for sendto's caller. */
+int goloop_datagram_received(PyObject *t, const char *buf, long n, const char *addr, int addrlen);
+int goloop_datagram_error(PyObject *t, PyObject *exc, int mode);
 int goloop_visit_objects(goloop_visitproc visit, void *arg, uintptr_t *objs, long n);
 
 /* module.c */

@@ -36,6 +36,7 @@ func GoloopFree(id C.int) (rc C.int) {
 	l.collect()
 	err := l.core.Close()
 	l.releaseStreams()
+	l.releaseDatagrams()
 	unregister(int(id))
 	if err != nil {
 		setError(err)
@@ -89,6 +90,7 @@ func GoloopClose(id C.int) (rc C.int) {
 	// As when asyncio closes its selector: the loop lets go of its open
 	// transports, and those nothing else holds warn and close their socket.
 	l.releaseStreams()
+	l.releaseDatagrams()
 	return 0
 }
 
@@ -99,6 +101,7 @@ func GoloopClear(id C.int) (rc C.int) {
 	l.collect()
 	l.core.Clear()
 	l.releaseStreams()
+	l.releaseDatagrams()
 	return 0
 }
 
@@ -216,11 +219,14 @@ func GoloopTraverse(id C.int, self *C.PyObject, visit C.goloop_visitproc, arg un
 			rc = C.goloop_visit(self, visit, arg, (*C.uintptr_t)(unsafe.Pointer(&items[0])), C.long(len(items)))
 		}
 	})
-	if rc == 0 && len(l.streams) > 0 {
+	if rc == 0 && len(l.streams)+len(l.datagrams) > 0 {
 		// The transports' references are visited from a copy: visiting runs
 		// no Python code, but keep the list out of C's reach all the same.
 		objs := l.scratch[:0]
 		for _, p := range l.streams {
+			objs = append(objs, p.self)
+		}
+		for _, p := range l.datagrams {
 			objs = append(objs, p.self)
 		}
 		rc = C.goloop_visit_objects(visit, arg, (*C.uintptr_t)(unsafe.Pointer(&objs[0])), C.long(len(objs)))

@@ -5,6 +5,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <sys/socket.h>
 #include "bridge.h"
 
 typedef struct {
@@ -162,5 +163,26 @@ PyObject *goloop_sock_recvfrom_start(LoopObject *self, PyObject *const *args, Py
 PyObject *goloop_sock_recvfrom_into_start(LoopObject *self, PyObject *const *args,
                                           Py_ssize_t nargs);
 PyObject *goloop_sock_sendto_start(LoopObject *self, PyObject *const *args, Py_ssize_t nargs);
+
+/* goloop._DatagramTransport: a UDP or Unix datagram socket served by the
+ * Go core's Datagram (datagram.c, datagram.go). It subclasses
+ * asyncio.transports._FlowControlMixin and asyncio.DatagramTransport and
+ * starts with a TransportObject, whose ownership rules it follows, so that
+ * stream.c's flow control and connection_lost helpers serve it too (the
+ * stream-only fields stay NULL). Addresses cross as struct sockaddr bytes;
+ * the last one received and the last one sent to are kept with their
+ * Python form, so that an exchange with one peer converts neither way. */
+typedef struct {
+    TransportObject base;
+    PyObject *address;         /* asyncio's _address (remote_addr) or NULL */
+    PyObject *from_obj;        /* Python form of from (cache), or NULL */
+    PyObject *to_obj;          /* Python object to was made from (cache), or NULL */
+    struct sockaddr_storage from, to;
+    socklen_t from_len, to_len;
+    int family;
+    char connected;            /* extra['peername'] was true: send() to the peer */
+} DatagramObject;
+
+int goloop_init_datagram_type(PyObject *module);
 
 #endif

@@ -30,6 +30,8 @@ type pyLoop struct {
 	// streams are the socket transports whose Python object this loop
 	// holds a reference to (stream.go), for the cyclic GC and for Close.
 	streams []*pyStream
+	// datagrams are the same for datagram transports (datagram.go).
+	datagrams []*pyDatagram
 	scratch []*C.PyObject // reused by traverse
 	// lastYield is when Collect last yielded to the Go scheduler.
 	lastYield int64

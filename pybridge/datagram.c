@@ -1,0 +1,894 @@
+/* goloop._DatagramTransport: asyncio's _SelectorDatagramTransport for UDP
+ * and Unix datagram sockets, with the socket I/O, the send queue and flow
+ * control in the Go core (core.Datagram, through datagram.go). The methods
+ * check arguments as asyncio does and call one Go export each; the helpers
+ * at the top are what the Go sink calls to reach the protocol. Layout and
+ * ownership: goloop.h, DatagramObject. */
+#include <arpa/inet.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/un.h>
+#include "goloop.h"
+#include "structmember.h"
+#include "_cgo_export.h"
+
+static PyTypeObject *datagram_type;
+
+/* Set by goloop/_loop.py (_set_datagram_helpers): the cold paths. */
+static struct {
+    PyObject *callback_failed;   /* (transport, exc, method): a protocol callback raised */
+    PyObject *sendto_slow;       /* (transport, data, addr, queued) -> address or None */
+    PyObject *logger;            /* asyncio's logger */
+} dh;
+
+static PyObject *str_datagram_received, *str_error_received, *str_close, *str_fileno,
+    *str_family, *str_peername;
+
+/* What each queued datagram counts besides its payload: 3.13 added the UDP
+ * header's 8 bytes (_header_size from 3.14). */
+#if PY_VERSION_HEX >= 0x030D0000
+#define QUEUED_OVERHEAD 8
+#else
+#define QUEUED_OVERHEAD 0
+#endif
+
+#define D(o) ((DatagramObject *)(o))
+#define B(o) (&D(o)->base)
+
+static int
+stop_exception(void)
+{
+    return PyErr_ExceptionMatches(PyExc_SystemExit) ||
+           PyErr_ExceptionMatches(PyExc_KeyboardInterrupt);
+}
+
+/* A protocol callback raised (exception set) where asyncio would have been
+ * running the fd's reader or writer handle (method names it): the handler
+ * hears of it, the transport stays open. KeyboardInterrupt and SystemExit
+ * stop the loop (-1). */
+static int
+callback_failed(DatagramObject *t, const char *method)
+{
+    if (stop_exception())
+        return -1;
+    PyObject *exc = goloop_fetch_exception();
+    PyObject *r = PyObject_CallFunction(dh.callback_failed, "OOs", (PyObject *)t, exc, method);
+    Py_DECREF(exc);
+    if (r == NULL) {
+        if (stop_exception())
+            return -1;
+        PyErr_WriteUnraisable((PyObject *)t);
+    }
+    Py_XDECREF(r);
+    return 0;
+}
+
+/* --- addresses ---------------------------------------------------------- */
+
+/* The address recvfrom() returns for a struct sockaddr of len bytes: the
+ * socket module's makesockaddr for the families the transport serves. */
+static PyObject *
+from_sockaddr(const struct sockaddr *sa, socklen_t len)
+{
+    char buf[INET6_ADDRSTRLEN];
+    if (len == 0)
+        Py_RETURN_NONE;
+    switch (sa->sa_family) {
+    case AF_INET: {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        if (inet_ntop(AF_INET, &a->sin_addr, buf, sizeof(buf)) == NULL)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        return Py_BuildValue("si", buf, ntohs(a->sin_port));
+    }
+    case AF_INET6: {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        if (inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof(buf)) == NULL)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        return Py_BuildValue("siII", buf, ntohs(a->sin6_port), ntohl(a->sin6_flowinfo),
+                             a->sin6_scope_id);
+    }
+    case AF_UNIX: {
+        const struct sockaddr_un *a = (const struct sockaddr_un *)sa;
+        size_t n = len - offsetof(struct sockaddr_un, sun_path);
+        if (n > 0 && a->sun_path[0] == 0)   /* Linux's abstract namespace */
+            return PyBytes_FromStringAndSize(a->sun_path, (Py_ssize_t)n);
+        return PyUnicode_DecodeFSDefaultAndSize(a->sun_path,
+                                                (Py_ssize_t)strnlen(a->sun_path, n));
+    }
+    }
+    PyErr_Format(PyExc_OSError, "goloop: address family %d", sa->sa_family);
+    return NULL;
+}
+
+static int
+port_arg(PyObject *o, long max, long *v)
+{
+    if (!PyLong_Check(o))
+        return 0;
+    *v = PyLong_AsLong(o);
+    if (*v == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return *v >= 0 && *v <= max;
+}
+
+static int
+numeric_host(PyObject *o, int family, void *dst)
+{
+    if (!PyUnicode_Check(o))
+        return 0;
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(o, &n);
+    if (s == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    return (size_t)n == strlen(s) && inet_pton(family, s, dst) == 1;
+}
+
+/* The struct sockaddr for a sendto() address in the forms that need no
+ * name resolution: (numeric host, port[, flowinfo, scope_id]) tuples and
+ * Unix paths. 1: done; 0: anything else, which the Python slow path
+ * resolves, or raises for as socket.sendto() would. */
+static int
+to_sockaddr(int family, PyObject *addr, struct sockaddr_storage *ss, socklen_t *len)
+{
+    memset(ss, 0, sizeof(*ss));
+    switch (family) {
+    case AF_INET: {
+        struct sockaddr_in *a = (struct sockaddr_in *)ss;
+        long port;
+        if (!PyTuple_CheckExact(addr) || PyTuple_GET_SIZE(addr) != 2 ||
+            !port_arg(PyTuple_GET_ITEM(addr, 1), 65535, &port) ||
+            !numeric_host(PyTuple_GET_ITEM(addr, 0), AF_INET, &a->sin_addr))
+            return 0;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)port);
+        *len = sizeof(*a);
+        return 1;
+    }
+    case AF_INET6: {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+        long port, flowinfo = 0, scope = 0;
+        Py_ssize_t n = PyTuple_CheckExact(addr) ? PyTuple_GET_SIZE(addr) : 0;
+        if (n < 2 || n > 4 || !port_arg(PyTuple_GET_ITEM(addr, 1), 65535, &port) ||
+            (n > 2 && !port_arg(PyTuple_GET_ITEM(addr, 2), 0xfffff, &flowinfo)) ||
+            (n > 3 && !port_arg(PyTuple_GET_ITEM(addr, 3), UINT_MAX, &scope)) ||
+            !numeric_host(PyTuple_GET_ITEM(addr, 0), AF_INET6, &a->sin6_addr))
+            return 0;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port);
+        a->sin6_flowinfo = htonl((uint32_t)flowinfo);
+        a->sin6_scope_id = (uint32_t)scope;
+        *len = sizeof(*a);
+        return 1;
+    }
+    case AF_UNIX: {
+        struct sockaddr_un *a = (struct sockaddr_un *)ss;
+        PyObject *path;
+        if (PyUnicode_Check(addr)) {
+            path = PyUnicode_EncodeFSDefault(addr);
+            if (path == NULL) {
+                PyErr_Clear();
+                return 0;
+            }
+        }
+        else if (PyBytes_Check(addr))
+            path = Py_NewRef(addr);
+        else
+            return 0;
+        Py_ssize_t n = PyBytes_GET_SIZE(path);
+        int ok = (size_t)n < sizeof(a->sun_path);
+        if (ok) {
+            /* socket.sendto's length: the path, without a terminating NUL */
+            a->sun_family = AF_UNIX;
+            memcpy(a->sun_path, PyBytes_AS_STRING(path), n);
+            *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+        }
+        Py_DECREF(path);
+        return ok;
+    }
+    }
+    return 0;
+}
+
+/* to_sockaddr through the one-entry cache: an echo replies to the very
+ * address object datagram_received was given. Only immutable objects are
+ * kept. */
+static int
+cached_to(DatagramObject *t, PyObject *addr)
+{
+    if (addr == t->to_obj)
+        return 1;
+    if (!to_sockaddr(t->family, addr, &t->to, &t->to_len)) {
+        Py_CLEAR(t->to_obj);
+        return 0;
+    }
+    if (PyTuple_CheckExact(addr) || PyUnicode_CheckExact(addr) || PyBytes_CheckExact(addr))
+        Py_XSETREF(t->to_obj, Py_NewRef(addr));
+    else
+        Py_CLEAR(t->to_obj);
+    return 1;
+}
+
+/* --- called by the Go sink (bridge.h) --------------------------------- */
+
+int
+goloop_datagram_received(PyObject *o, const char *buf, long n, const char *addr, int addrlen)
+{
+    DatagramObject *t = D(o);
+    if (t->base.protocol == NULL)
+        return 0;
+    PyObject *from = t->from_obj;
+    if (from == NULL || (socklen_t)addrlen != t->from_len || memcmp(addr, &t->from, addrlen) != 0) {
+        from = from_sockaddr((const struct sockaddr *)addr, (socklen_t)addrlen);
+        if (from == NULL)
+            return callback_failed(t, "_read_ready");
+        memcpy(&t->from, addr, addrlen);
+        t->from_len = (socklen_t)addrlen;
+        Py_XSETREF(t->from_obj, from);
+    }
+    PyObject *data = PyBytes_FromStringAndSize(buf, n);
+    if (data == NULL)
+        return callback_failed(t, "_read_ready");
+    PyObject *args[3] = {Py_NewRef(t->base.protocol), data, Py_NewRef(from)};
+    PyObject *r = PyObject_VectorcallMethod(str_datagram_received, args,
+                                            3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(args[0]);
+    Py_DECREF(data);
+    Py_DECREF(args[2]);
+    if (r == NULL)
+        return callback_failed(t, "_read_ready");
+    Py_DECREF(r);
+    return 0;
+}
+
+int
+goloop_datagram_error(PyObject *o, PyObject *exc, int mode)
+{
+    DatagramObject *t = D(o);
+    if (t->base.protocol == NULL) {
+        Py_DECREF(exc);
+        return 0;
+    }
+    PyObject *proto = Py_NewRef(t->base.protocol);
+    PyObject *r = PyObject_CallMethodOneArg(proto, str_error_received, exc);
+    Py_DECREF(proto);
+    Py_DECREF(exc);
+    if (r != NULL) {
+        Py_DECREF(r);
+        return 0;
+    }
+    if (mode == 2)
+        return -1;
+    return callback_failed(t, mode == 1 ? "_sendto_ready" : "_read_ready");
+}
+
+/* --- methods ----------------------------------------------------------- */
+
+static PyObject *
+send_done(int rc)
+{
+    if (rc < 0)
+        return NULL;
+    if (rc == 1) {
+        PyObject *r = PyObject_CallMethod(dh.logger, "warning", "s",
+                                          "socket.send() raised exception.");
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+    }
+    Py_RETURN_NONE;
+}
+
+/* sendto() for an address to_sockaddr cannot read: goloop/_loop.py sends
+ * it, or resolves it for the queue, or reports why not, as asyncio's
+ * sendto() would. */
+static PyObject *
+sendto_slow(DatagramObject *t, PyObject *data, const char *buf, Py_ssize_t len, PyObject *addr)
+{
+    int state = GoloopDatagramState(t->base.id);
+    if (state < 0)
+        return NULL;
+    if (state & 1)   /* lost: counted and dropped */
+        return send_done(GoloopDatagramSendTo(t->base.id, (char *)buf, (long)len, NULL, 0));
+    PyObject *resolved = PyObject_CallFunction(dh.sendto_slow, "OOOO", (PyObject *)t, data, addr,
+                                               (state & 2) ? Py_True : Py_False);
+    if (resolved == NULL)
+        return NULL;
+    if (resolved == Py_None)
+        return resolved;
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    if (!to_sockaddr(t->family, resolved, &ss, &sslen)) {
+        PyErr_Format(PyExc_ValueError, "goloop: cannot send to %R", resolved);
+        Py_DECREF(resolved);
+        return NULL;
+    }
+    Py_DECREF(resolved);
+    return send_done(GoloopDatagramSendTo(t->base.id, (char *)buf, (long)len, (char *)&ss,
+                                          (int)sslen));
+}
+
+static PyObject *
+send_buffer(DatagramObject *t, PyObject *data, const char *buf, Py_ssize_t len, PyObject *addr)
+{
+#if PY_VERSION_HEX < 0x030D0000
+    if (len == 0)   /* sent from 3.13 on */
+        Py_RETURN_NONE;
+#endif
+    if (t->address != NULL) {
+        int set = PyObject_IsTrue(t->address);
+        if (set < 0)
+            return NULL;
+        if (set) {
+            if (addr != Py_None && addr != t->address) {
+                int eq = PyObject_RichCompareBool(addr, t->address, Py_EQ);
+                if (eq < 0)
+                    return NULL;
+                if (!eq)
+                    return PyErr_Format(PyExc_ValueError, "Invalid address: must be None or %S",
+                                        t->address);
+            }
+            addr = t->address;
+        }
+    }
+    if (t->connected)   /* send(): the kernel knows the peer */
+        return send_done(GoloopDatagramSendTo(t->base.id, (char *)buf, (long)len, NULL, 0));
+    if (!cached_to(t, addr))
+        return sendto_slow(t, data, buf, len, addr);
+    return send_done(GoloopDatagramSendTo(t->base.id, (char *)buf, (long)len, (char *)&t->to,
+                                          (int)t->to_len));
+}
+
+static PyObject *
+datagram_sendto(DatagramObject *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *data = NULL, *addr = Py_None;
+    Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs > 2 || nargs + nkw > 2) {
+        PyErr_Format(PyExc_TypeError, "sendto() takes from 2 to 3 positional arguments but %zd were given",
+                     nargs + nkw + 1);
+        return NULL;
+    }
+    if (nargs > 0)
+        data = args[0];
+    if (nargs > 1)
+        addr = args[1];
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        if (PyUnicode_CompareWithASCIIString(name, "data") == 0 && data == NULL)
+            data = args[nargs + i];
+        else if (PyUnicode_CompareWithASCIIString(name, "addr") == 0 && nargs < 2)
+            addr = args[nargs + i];
+        else {
+            PyErr_Format(PyExc_TypeError, "sendto() got an unexpected keyword argument %R", name);
+            return NULL;
+        }
+    }
+    if (data == NULL) {
+        PyErr_SetString(PyExc_TypeError, "sendto() missing 1 required positional argument: 'data'");
+        return NULL;
+    }
+    if (!PyBytes_Check(data) && !PyByteArray_Check(data) && !PyMemoryView_Check(data)) {
+        PyObject *name = PyType_GetName(Py_TYPE(data));
+        if (name != NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "data argument must be a bytes-like object, not %R", name);
+            Py_DECREF(name);
+        }
+        return NULL;
+    }
+    if (PyBytes_CheckExact(data))
+        return send_buffer(t, data, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), addr);
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *r = send_buffer(t, data, view.buf, view.len, addr);
+    PyBuffer_Release(&view);
+    return r;
+}
+
+static PyObject *
+datagram_close(DatagramObject *t, PyObject *Py_UNUSED(ignored))
+{
+    if (GoloopDatagramClose(t->base.id) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+datagram_abort(DatagramObject *t, PyObject *Py_UNUSED(ignored))
+{
+    if (GoloopDatagramForceClose(t->base.id, NULL) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* _force_close(exc): connection_lost gets exc. */
+static PyObject *
+datagram_force_close(DatagramObject *t, PyObject *exc)
+{
+    if (GoloopDatagramForceClose(t->base.id, exc == Py_None ? NULL : Py_NewRef(exc)) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+datagram_is_closing(DatagramObject *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(t->base.ws.closing);
+}
+
+static PyObject *
+datagram_is_reading(DatagramObject *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(!t->base.ws.closing && t->base.ws.reading);
+}
+
+static PyObject *
+pause_resume(DatagramObject *t, int pause)
+{
+    int rc = GoloopDatagramPauseReading(t->base.id, pause);
+    if (rc < 0)
+        return NULL;
+    if (rc > 0 && t->base.loop != NULL && t->base.loop->debug) {
+        PyObject *r = PyObject_CallMethod(dh.logger, "debug", "sO",
+                                          pause ? "%r pauses reading" : "%r resumes reading",
+                                          (PyObject *)t);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+datagram_pause_reading(DatagramObject *t, PyObject *Py_UNUSED(ignored))
+{
+    return pause_resume(t, 1);
+}
+
+static PyObject *
+datagram_resume_reading(DatagramObject *t, PyObject *Py_UNUSED(ignored))
+{
+    return pause_resume(t, 0);
+}
+
+static PyObject *
+datagram_get_write_buffer_size(DatagramObject *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromLong(GoloopDatagramBufferSize(t->base.id));
+}
+
+static PyObject *
+datagram_get_write_buffer_limits(DatagramObject *t, PyObject *Py_UNUSED(ignored))
+{
+    long long low, high;
+    if (GoloopDatagramLimits(t->base.id, &low, &high) < 0)
+        return NULL;
+    return Py_BuildValue("(LL)", low, high);
+}
+
+static int
+limit_arg(PyObject *o, long long *v)
+{
+    if (o == NULL || o == Py_None) {
+        *v = LLONG_MIN;   /* core.Unset */
+        return 0;
+    }
+    *v = PyLong_AsLongLong(o);
+    if (*v == -1 && PyErr_Occurred())
+        return -1;
+    if (*v == LLONG_MIN) {
+        PyErr_SetString(PyExc_OverflowError, "write buffer limit out of range");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+datagram_set_write_buffer_limits(DatagramObject *t, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"high", "low", NULL};
+    PyObject *high = NULL, *low = NULL;
+    long long h, l;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:set_write_buffer_limits", kwlist,
+                                     &high, &low))
+        return NULL;
+    if (limit_arg(high, &h) < 0 || limit_arg(low, &l) < 0)
+        return NULL;
+    if (GoloopDatagramSetLimits(t->base.id, h, l) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+datagram_get_extra_info(DatagramObject *t, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"name", "default", NULL};
+    PyObject *name, *dflt = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:get_extra_info", kwlist, &name, &dflt))
+        return NULL;
+    if (t->base.extra == NULL)
+        return Py_NewRef(dflt);
+    PyObject *v = PyDict_GetItemWithError(t->base.extra, name);
+    if (v == NULL && PyErr_Occurred())
+        return NULL;
+    return Py_NewRef(v != NULL ? v : dflt);
+}
+
+static PyObject *
+datagram_get_protocol(DatagramObject *t, PyObject *Py_UNUSED(ignored))
+{
+    return Py_NewRef(t->base.protocol != NULL ? t->base.protocol : Py_None);
+}
+
+static PyObject *
+datagram_set_protocol(DatagramObject *t, PyObject *protocol)
+{
+    Py_XSETREF(t->base.protocol, Py_NewRef(protocol));
+    Py_RETURN_NONE;
+}
+
+/* Reading starts in a call_soon after connection_made, as asyncio adds its
+ * reader; not if pause_reading() or close() came first. */
+static PyObject *
+datagram_start(DatagramObject *t, PyObject *Py_UNUSED(ignored))
+{
+    if (GoloopDatagramStart(t->base.id) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* asyncio's _SelectorTransport.__repr__. */
+static PyObject *
+datagram_repr(DatagramObject *t)
+{
+    PyObject *name = PyType_GetName(Py_TYPE(t));
+    if (name == NULL)
+        return NULL;
+    const char *status = t->base.sock == NULL ? " closed" : t->base.ws.closing ? " closing" : "";
+    PyObject *r;
+    LoopObject *loop = t->base.loop;
+    if (loop != NULL && !loop->closed) {
+        int ev = GoloopWatching(loop->id, t->base.fd);
+        r = PyUnicode_FromFormat("<%U%s fd=%d read=%s write=<%s, bufsize=%ld>>", name, status,
+                                 t->base.fd, (ev & 1) ? "polling" : "idle",
+                                 (ev & 2) ? "polling" : "idle",
+                                 GoloopDatagramBufferSize(t->base.id));
+    }
+    else {
+        r = PyUnicode_FromFormat("<%U%s fd=%d>", name, status, t->base.fd);
+    }
+    Py_DECREF(name);
+    return r;
+}
+
+static void
+close_socket(DatagramObject *t)
+{
+    PyObject *sock = t->base.sock;
+    t->base.sock = NULL;
+    if (sock == NULL)
+        return;
+    PyObject *r = PyObject_CallMethodNoArgs(sock, str_close);
+    Py_DECREF(sock);
+    if (r == NULL)
+        PyErr_WriteUnraisable((PyObject *)t);
+    Py_XDECREF(r);
+}
+
+/* asyncio's __del__: an unclosed transport warns, takes its fd back from
+ * the core and closes its socket. */
+static void
+datagram_finalize(DatagramObject *t)
+{
+    if (t->base.sock == NULL)
+        return;
+    PyObject *saved = PyErr_Occurred() ? goloop_fetch_exception() : NULL;
+    if (PyErr_ResourceWarning((PyObject *)t, 1, "unclosed transport %R", (PyObject *)t) < 0)
+        PyErr_WriteUnraisable((PyObject *)t);
+    if (t->base.id >= 0 && !goloop_forked && GoloopDatagramDetach(t->base.id) < 0)
+        PyErr_WriteUnraisable((PyObject *)t);
+    close_socket(t);
+    if (saved != NULL)
+        goloop_restore_exception(saved);
+}
+
+static int
+datagram_traverse(DatagramObject *t, visitproc visit, void *arg)
+{
+    Py_VISIT(t->base.extra);
+    Py_VISIT(t->base.loop);
+    Py_VISIT(t->base.sock);
+    Py_VISIT(t->base.protocol);
+    Py_VISIT(t->base.dict);
+    Py_VISIT(t->address);
+    Py_VISIT(t->from_obj);
+    Py_VISIT(t->to_obj);
+    Py_VISIT(Py_TYPE(t));
+    return 0;
+}
+
+static int
+datagram_clear(DatagramObject *t)
+{
+    Py_CLEAR(t->base.extra);
+    Py_CLEAR(t->base.loop);
+    Py_CLEAR(t->base.sock);
+    Py_CLEAR(t->base.protocol);
+    Py_CLEAR(t->base.dict);
+    Py_CLEAR(t->address);
+    Py_CLEAR(t->from_obj);
+    Py_CLEAR(t->to_obj);
+    return 0;
+}
+
+static void
+datagram_dealloc(DatagramObject *t)
+{
+    PyTypeObject *tp = Py_TYPE(t);
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)t) < 0)
+        return;   /* resurrected */
+    PyObject_GC_UnTrack(t);
+    if (t->base.weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)t);
+    if (t->base.id >= 0 && !goloop_forked)
+        GoloopDatagramFree(t->base.id);
+    t->base.id = -1;
+    datagram_clear(t);
+    PyObject_GC_Del(t);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+get_obj(PyObject *o)
+{
+    return Py_NewRef(o != NULL ? o : Py_None);
+}
+
+static PyObject *get_extra(DatagramObject *t, void *c) { return get_obj(t->base.extra); }
+static PyObject *get_loop(DatagramObject *t, void *c) { return get_obj((PyObject *)t->base.loop); }
+static PyObject *get_sock(DatagramObject *t, void *c) { return get_obj(t->base.sock); }
+static PyObject *get_sock_fd(DatagramObject *t, void *c) { return PyLong_FromLong(t->base.fd); }
+static PyObject *get_protocol(DatagramObject *t, void *c) { return get_obj(t->base.protocol); }
+static PyObject *get_address(DatagramObject *t, void *c) { return get_obj(t->address); }
+static PyObject *get_closing(DatagramObject *t, void *c) { return PyBool_FromLong(t->base.ws.closing); }
+
+static PyObject *
+get_paused(DatagramObject *t, void *c)
+{
+    return PyBool_FromLong(t->base.protocol_paused);
+}
+
+static PyObject *
+get_high(DatagramObject *t, void *c)
+{
+    long long low, high;
+    return GoloopDatagramLimits(t->base.id, &low, &high) < 0 ? NULL : PyLong_FromLongLong(high);
+}
+
+static PyObject *
+get_low(DatagramObject *t, void *c)
+{
+    long long low, high;
+    return GoloopDatagramLimits(t->base.id, &low, &high) < 0 ? NULL : PyLong_FromLongLong(low);
+}
+
+static PyMethodDef datagram_methods[] = {
+    {"sendto", (PyCFunction)(void (*)(void))datagram_sendto, METH_FASTCALL | METH_KEYWORDS,
+     "Send data to the transport.\n\nThis does not block; it buffers the data and arranges "
+     "for it to be sent out asynchronously. addr is target socket address. If addr is None "
+     "use target address pointed on transport creation."},
+    {"close", (PyCFunction)datagram_close, METH_NOARGS, "Close the transport."},
+    {"abort", (PyCFunction)datagram_abort, METH_NOARGS, "Close the transport immediately."},
+    {"is_closing", (PyCFunction)datagram_is_closing, METH_NOARGS,
+     "Return True if the transport is closing or closed."},
+    {"is_reading", (PyCFunction)datagram_is_reading, METH_NOARGS,
+     "Return True if the transport is receiving."},
+    {"pause_reading", (PyCFunction)datagram_pause_reading, METH_NOARGS,
+     "Pause the receiving end."},
+    {"resume_reading", (PyCFunction)datagram_resume_reading, METH_NOARGS,
+     "Resume the receiving end."},
+    {"get_write_buffer_size", (PyCFunction)datagram_get_write_buffer_size, METH_NOARGS,
+     "Return the current size of the write buffer."},
+    {"get_write_buffer_limits", (PyCFunction)datagram_get_write_buffer_limits, METH_NOARGS,
+     "Get the high and low watermarks for write flow control."},
+    {"set_write_buffer_limits", (PyCFunction)(void (*)(void))datagram_set_write_buffer_limits,
+     METH_VARARGS | METH_KEYWORDS, "Set the high- and low-water limits for write flow control."},
+    {"get_extra_info", (PyCFunction)(void (*)(void))datagram_get_extra_info,
+     METH_VARARGS | METH_KEYWORDS, "Get optional transport information."},
+    {"get_protocol", (PyCFunction)datagram_get_protocol, METH_NOARGS,
+     "Return the current protocol."},
+    {"set_protocol", (PyCFunction)datagram_set_protocol, METH_O, "Set a new protocol."},
+    {"_force_close", (PyCFunction)datagram_force_close, METH_O, NULL},
+    {"_start", (PyCFunction)datagram_start, METH_NOARGS, NULL},
+    {NULL}
+};
+
+static PyGetSetDef datagram_getset[] = {
+    {"_extra", (getter)get_extra, NULL, NULL, NULL},
+    {"_loop", (getter)get_loop, NULL, NULL, NULL},
+    {"_sock", (getter)get_sock, NULL, NULL, NULL},
+    {"_sock_fd", (getter)get_sock_fd, NULL, NULL, NULL},
+    {"_protocol", (getter)get_protocol, NULL, NULL, NULL},
+    {"_address", (getter)get_address, NULL, NULL, NULL},
+    {"_protocol_paused", (getter)get_paused, NULL, NULL, NULL},
+    {"_high_water", (getter)get_high, NULL, NULL, NULL},
+    {"_low_water", (getter)get_low, NULL, NULL, NULL},
+    {"_closing", (getter)get_closing, NULL, NULL, NULL},
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL}
+};
+
+static PyMemberDef datagram_members[] = {
+    {"__dictoffset__", T_PYSSIZET, offsetof(DatagramObject, base.dict), READONLY},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(DatagramObject, base.weakreflist), READONLY},
+    {NULL}
+};
+
+static PyType_Slot datagram_slots[] = {
+    {Py_tp_doc, "A UDP or Unix datagram socket transport served by goloop's Go core."},
+    {Py_tp_dealloc, datagram_dealloc},
+    {Py_tp_finalize, datagram_finalize},
+    {Py_tp_traverse, datagram_traverse},
+    {Py_tp_clear, datagram_clear},
+    {Py_tp_repr, datagram_repr},
+    {Py_tp_methods, datagram_methods},
+    {Py_tp_getset, datagram_getset},
+    {Py_tp_members, datagram_members},
+    {0, NULL},
+};
+
+static PyType_Spec datagram_spec = {
+    .name = "goloop._DatagramTransport",
+    .basicsize = sizeof(DatagramObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = datagram_slots,
+};
+
+/* _new_datagram_transport(loop, sock, protocol, extra, address): registers
+ * sock's fd with the loop's core (not read until _start). extra is
+ * asyncio's dict, with peername filled in by the caller; address is
+ * remote_addr or None. On failure the socket is left as it was, open, for
+ * the caller to close. */
+static PyObject *
+new_datagram_transport(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "_new_datagram_transport() takes 5 arguments");
+        return NULL;
+    }
+    PyObject *loop = args[0], *sock = args[1], *protocol = args[2], *extra = args[3],
+             *address = args[4];
+    if (!PyObject_TypeCheck(loop, &Goloop_LoopType)) {
+        PyErr_SetString(PyExc_TypeError, "a goloop loop is required");
+        return NULL;
+    }
+    if (!PyDict_Check(extra)) {
+        PyErr_SetString(PyExc_TypeError, "extra must be a dict");
+        return NULL;
+    }
+    if (goloop_check_forked() < 0)
+        return NULL;
+    if (((LoopObject *)loop)->closed) {
+        goloop_set_closed_error();
+        return NULL;
+    }
+    PyObject *fdobj = PyObject_CallMethodNoArgs(sock, str_fileno);
+    if (fdobj == NULL)
+        return NULL;
+    long fd = PyLong_AsLong(fdobj);
+    Py_DECREF(fdobj);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %ld", fd);
+        return NULL;
+    }
+    PyObject *famobj = PyObject_GetAttr(sock, str_family);
+    if (famobj == NULL)
+        return NULL;
+    long family = PyLong_AsLong(famobj);
+    Py_DECREF(famobj);
+    if (family == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *peer = PyDict_GetItemWithError(extra, str_peername);
+    if (peer == NULL && PyErr_Occurred())
+        return NULL;
+    int connected = peer != NULL ? PyObject_IsTrue(peer) : 0;
+    if (connected < 0)
+        return NULL;
+    DatagramObject *t = PyObject_GC_New(DatagramObject, datagram_type);
+    if (t == NULL)
+        return NULL;
+    TransportObject *b = &t->base;
+    memset(b->asyncio_slots, 0, sizeof(b->asyncio_slots));
+    b->extra = Py_NewRef(extra);
+    b->loop = (LoopObject *)Py_NewRef(loop);
+    b->sock = NULL;   /* set once registered: a failure leaves the socket alone */
+    b->protocol = Py_NewRef(protocol);
+    b->server = NULL;
+    b->empty_waiter = NULL;
+    b->dict = NULL;
+    b->weakreflist = NULL;
+    memset(&b->view, 0, sizeof(b->view));
+    b->ws.idle = b->ws.closing = b->ws.reading = 0;
+    b->fd = (int)fd;
+    b->buffered = 0;
+    b->protocol_paused = 0;
+    b->has_view = 0;
+    t->address = address != Py_None ? Py_NewRef(address) : NULL;
+    t->from_obj = t->to_obj = NULL;
+    t->from_len = t->to_len = 0;
+    t->family = (int)family;
+    t->connected = (char)connected;
+    b->id = GoloopDatagramNew(((LoopObject *)loop)->id, (int)fd, (PyObject *)t, &b->ws,
+                              QUEUED_OVERHEAD);
+    if (b->id < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    b->sock = Py_NewRef(sock);
+    PyObject_GC_Track(t);
+    return (PyObject *)t;
+}
+
+/* _set_datagram_helpers(callback_failed, sendto_slow, logger), once, from
+ * goloop/_loop.py. */
+static PyObject *
+set_datagram_helpers(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "_set_datagram_helpers() takes 3 arguments");
+        return NULL;
+    }
+    Py_XSETREF(dh.callback_failed, Py_NewRef(args[0]));
+    Py_XSETREF(dh.sendto_slow, Py_NewRef(args[1]));
+    Py_XSETREF(dh.logger, Py_NewRef(args[2]));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef datagram_functions[] = {
+    {"_new_datagram_transport", (PyCFunction)(void (*)(void))new_datagram_transport,
+     METH_FASTCALL, NULL},
+    {"_set_datagram_helpers", (PyCFunction)(void (*)(void))set_datagram_helpers, METH_FASTCALL,
+     NULL},
+    {NULL}
+};
+
+static int
+intern(PyObject **s, const char *v)
+{
+    *s = PyUnicode_InternFromString(v);
+    return *s == NULL ? -1 : 0;
+}
+
+int
+goloop_init_datagram_type(PyObject *module)
+{
+    if (intern(&str_datagram_received, "datagram_received") < 0 ||
+        intern(&str_error_received, "error_received") < 0 || intern(&str_close, "close") < 0 ||
+        intern(&str_fileno, "fileno") < 0 || intern(&str_family, "family") < 0 ||
+        intern(&str_peername, "peername") < 0)
+        return -1;
+    PyObject *transports = PyImport_ImportModule("asyncio.transports");
+    if (transports == NULL)
+        return -1;
+    PyObject *bases = Py_BuildValue("(NN)", PyObject_GetAttrString(transports, "_FlowControlMixin"),
+                                    PyObject_GetAttrString(transports, "DatagramTransport"));
+    Py_DECREF(transports);
+    if (bases == NULL)
+        return -1;
+    datagram_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &datagram_spec, bases);
+    Py_DECREF(bases);
+    if (datagram_type == NULL)
+        return -1;
+    if (PyModule_AddObjectRef(module, "_DatagramTransport", (PyObject *)datagram_type) < 0)
+        return -1;
+    return PyModule_AddFunctions(module, datagram_functions);
+}
