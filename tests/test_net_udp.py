@@ -1,13 +1,20 @@
-"""UDP: create_datagram_endpoint (local_addr, remote_addr, family,
-reuse_port, allow_broadcast, sock=), sendto/datagram_received, and
-error_received(ConnectionRefusedError) on a connected endpoint whose peer
-is gone. Argument errors and per-version details (empty datagrams are sent
+"""UDP and Unix datagrams: create_datagram_endpoint (local_addr,
+remote_addr, family, reuse_port, allow_broadcast, sock=), sendto and
+datagram_received, error_received (ConnectionRefusedError on a connected
+endpoint whose peer is gone, a failed send), flow control with the send
+queue, close and abort with datagrams queued, the transport's type and
+repr. Argument errors and per-version details (empty datagrams are sent
 from 3.13 on) are taken from the stock loop.
 """
 
 import asyncio
+import gc
+import logging
+import os
 import re
 import socket
+import sys
+import tempfile
 
 import pytest
 
@@ -59,6 +66,12 @@ class DatagramRecorder(asyncio.DatagramProtocol):
     def error_received(self, exc):
         self.errors.append(exc)
         self._wake()
+
+    def pause_writing(self):
+        self.calls.append("pause")
+
+    def resume_writing(self):
+        self.calls.append("resume")
 
     def connection_lost(self, exc):
         self.calls.append("lost")
@@ -314,4 +327,378 @@ def test_abort(loop):
         assert await wait(pa.lost) is None
         await iterations(2)
         assert pa.calls == ["made", "lost"]
+    support.run_guarded(loop, main())
+
+
+def test_transport_type_and_repr(loop, loop_kind):
+    def scenario(lp):
+        async def main():
+            a, _ = await endpoint(lp, local_addr=("127.0.0.1", 0))
+            open_repr = repr(a)
+            await close(a)
+            return [re.sub(r"^<\w+ ", "<T ", re.sub(r"fd=\d+", "fd=N", r))
+                    for r in (open_repr, repr(a))]
+        return support.run_guarded(lp, main())
+
+    assert scenario(loop) == support.run_on_reference(scenario)
+
+    async def main():
+        a, _ = await endpoint(loop, local_addr=("127.0.0.1", 0))
+        # asyncio's own is a DatagramTransport from 3.12 on; goloop's always.
+        assert isinstance(a, asyncio.DatagramTransport) or (
+            loop_kind == "asyncio" and sys.version_info < (3, 12))
+        assert isinstance(a, asyncio.BaseTransport)
+        assert a.get_write_buffer_limits() == (16384, 65536)
+        await close(a)
+    support.run_guarded(loop, main())
+
+
+def test_burst_of_datagrams(loop):
+    """Many datagrams sent at once all arrive, in order, each with the
+    sender's address."""
+    n = 200
+
+    async def main():
+        b, pb = await endpoint(loop, local_addr=("127.0.0.1", 0))
+        b.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        a, pa = await endpoint(loop, local_addr=("127.0.0.1", 0))
+        for i in range(n):
+            a.sendto(b"%05d" % i + b"." * 95, b.get_extra_info("sockname"))
+        await pb.until(n)
+        assert [d[:5] for d, _ in pb.datagrams] == [b"%05d" % i for i in range(n)]
+        assert {addr for _, addr in pb.datagrams} == {a.get_extra_info("sockname")}
+        await close(a, b)
+    support.run_guarded(loop, main())
+
+
+def unix_pair(directory, sndbuf=None):
+    """Two Unix datagram sockets bound in directory, the first connected to
+    the second. (Not socketpair(): its sockets have no names, peername is
+    '', and asyncio then sends with sendto(data, None), which fails.)"""
+    socks = []
+    for name in ("a", "b"):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.setblocking(False)
+        s.bind(os.path.join(directory, name))
+        socks.append(s)
+    socks[0].connect(socks[1].getsockname())
+    if sndbuf is not None:
+        socks[0].setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    return socks
+
+
+def test_back_pressure_pauses_then_resumes_writing(loop):
+    """sendto() on a full socket queues the datagram; past the high water
+    mark the protocol is paused, and resumed once the peer has read enough.
+    Nothing is lost or reordered."""
+    n = 300
+
+    def scenario(lp):
+        async def main():
+            with tempfile.TemporaryDirectory() as d:
+                return await run(*unix_pair(d, sndbuf=16 << 10))
+
+        async def run(sa, sb):
+            a, pa = await endpoint(lp, sock=sa)
+            a.set_write_buffer_limits(high=20000)
+            for i in range(n):
+                a.sendto(b"%05d" % i + b"." * 995)
+            queued = a.get_write_buffer_size()
+            calls_before = list(pa.calls)
+            b, pb = await endpoint(lp, sock=sb)
+            await pb.until(n)
+            await iterations(3)
+            result = (queued > 20000, calls_before, list(pa.calls),
+                      [d[:5] for d, _ in pb.datagrams] == [b"%05d" % i for i in range(n)],
+                      {os.path.basename(addr) for _, addr in pb.datagrams})
+            await close(a, b)
+            return result
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected[:4] == (True, ["made", "pause"], ["made", "pause", "resume"], True)
+    assert scenario(loop) == expected
+
+
+@pytest.mark.parametrize("how", ["close", "abort"])
+def test_close_flushes_queue_abort_drops_it(loop, how):
+    """close() with datagrams queued sends them all before connection_lost
+    (as asyncio's _sendto_ready does); abort() drops them. connection_lost
+    is called once, with None."""
+    def scenario(lp):
+        async def main():
+            with tempfile.TemporaryDirectory() as d:
+                return await run(*unix_pair(d, sndbuf=8 << 10))
+
+        async def run(sa, sb):
+            a, pa = await endpoint(lp, sock=sa)
+            sent = 0
+            while a.get_write_buffer_size() == 0:
+                a.sendto(b"x" * 100)
+                sent += 1
+            a.sendto(b"last")
+            sent += 1
+            getattr(a, how)()
+            closing = a.is_closing()
+            await iterations(3)
+            calls_meanwhile = list(pa.calls)
+            b, pb = await endpoint(lp, sock=sb)
+            assert await wait(pa.lost) is None
+            if how == "close":
+                await pb.until(sent)
+            else:
+                await iterations(5)
+            await iterations(3)
+            got = [d for d, _ in pb.datagrams]
+            result = (closing, calls_meanwhile, list(pa.calls), len(got) == sent,
+                      got[-1:] == [b"last"])
+            await close(b)
+            return result
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    if how == "close":
+        assert expected == (True, ["made"], ["made", "lost"], True, True)
+    else:
+        assert expected[2:] == (["made", "lost"], False, False)
+    assert scenario(loop) == expected
+
+
+def test_sendto_after_close_warns_from_the_fifth(loop, asyncio_log):
+    """A connected endpoint drops what is sent once it is closed, and logs
+    'socket.send() raised exception.' from the fifth such send on."""
+    def scenario(lp):
+        async def main():
+            b, pb = await endpoint(lp, local_addr=("127.0.0.1", 0))
+            a, pa = await endpoint(lp, remote_addr=b.get_extra_info("sockname"))
+            asyncio_log.clear()
+            a.close()
+            for _ in range(3):
+                a.sendto(b"x")
+            await wait(pa.lost)
+            for _ in range(4):
+                a.sendto(b"y")
+            await iterations(3)
+            warnings = [r.getMessage() for r in asyncio_log.records
+                        if r.levelno == logging.WARNING]
+            asyncio_log.clear()
+            result = (warnings, pb.datagrams, pa.calls)
+            await close(b)
+            return result
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected[0] == ["socket.send() raised exception."] * 3
+    assert scenario(loop) == expected
+
+
+def test_send_error_goes_to_error_received(loop):
+    """A send the kernel refuses (broadcast without SO_BROADCAST: EACCES)
+    is reported through error_received, not raised, and the endpoint stays
+    open; the same for an address given by a special name."""
+    def scenario(lp):
+        async def main():
+            a, pa = await endpoint(lp, local_addr=("127.0.0.1", 0))
+            r1 = support.outcome(a.sendto, b"x", ("255.255.255.255", 9))
+            r2 = support.outcome(a.sendto, b"x", ("<broadcast>", 9))
+            result = (r1, r2, [type(e) for e in pa.errors], a.is_closing())
+            await close(a)
+            return result
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected[2] == [PermissionError, PermissionError]
+    assert scenario(loop) == expected
+
+
+class Raising(DatagramRecorder):
+    def datagram_received(self, data, addr):
+        super().datagram_received(data, addr)
+        if data == b"raise":
+            raise ZeroDivisionError("in datagram_received")
+
+    def error_received(self, exc):
+        super().error_received(exc)
+        raise LookupError("in error_received")
+
+
+def test_protocol_exceptions_as_asyncio(loop):
+    """An exception from datagram_received reaches the exception handler
+    and the endpoint keeps receiving; one from error_received inside
+    sendto() propagates to sendto's caller."""
+    def scenario(lp):
+        async def main():
+            with support.captured_exceptions(lp) as contexts:
+                b, pb = await wait(lp.create_datagram_endpoint(
+                    Raising, local_addr=("127.0.0.1", 0)))
+                a, pa = await endpoint(lp, local_addr=("127.0.0.1", 0))
+                a.sendto(b"raise", b.get_extra_info("sockname"))
+                await pb.until(1)
+                a.sendto(b"after", b.get_extra_info("sockname"))
+                await pb.until(2)
+                sent = support.outcome(b.sendto, b"x", ("255.255.255.255", 9))
+                await iterations(3)
+            result = ([d for d, _ in pb.datagrams], sent, b.is_closing(),
+                      [(c["message"].split()[:3], type(c["exception"])) for c in contexts])
+            await close(a, b)
+            return result
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected[1] == ("raised", LookupError, "in error_received")
+    assert expected[3] == [(["Exception", "in", "callback"], ZeroDivisionError)]
+    assert scenario(loop) == expected
+
+
+@pytest.mark.parametrize("addr", [None, "not an address", ("127.0.0.1",), ("127.0.0.1", 70000)])
+def test_bad_address_as_asyncio(loop, addr):
+    """sendto() to what socket.sendto() cannot take, on an unconnected
+    endpoint: asyncio reports a fatal write error and closes."""
+    def scenario(lp):
+        async def main():
+            with support.captured_exceptions(lp) as contexts:
+                a, pa = await endpoint(lp, local_addr=("127.0.0.1", 0))
+                r = support.outcome(a.sendto, b"x", addr)
+                exc = await wait(pa.lost)
+                await iterations(2)
+            return (r, [(c["message"], type(c["exception"]), str(c["exception"]))
+                        for c in contexts], type(exc), str(exc), pa.calls)
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected[1][0][0] == "Fatal write error on datagram transport"
+    assert scenario(loop) == expected
+
+
+def test_host_names_and_keywords(loop):
+    async def main():
+        b, pb = await endpoint(loop, local_addr=("127.0.0.1", 0))
+        a, pa = await endpoint(loop, local_addr=("127.0.0.1", 0))
+        port = b.get_extra_info("sockname")[1]
+        a.sendto(b"by name", ("localhost", port))
+        a.sendto(data=b"keywords", addr=("127.0.0.1", port))
+        a.sendto(b"tuple subclass", type("T", (tuple,), {})(("127.0.0.1", port)))
+        await pb.until(3)
+        assert sorted(d for d, _ in pb.datagrams) == [b"by name", b"keywords", b"tuple subclass"]
+        await close(a, b)
+    support.run_guarded(loop, main())
+
+
+def test_connected_sock_sends_to_its_peer(loop):
+    """Given a connected socket (sock=, no remote_addr), sendto() sends to
+    the peer whatever address it is given, as asyncio's send() does."""
+    def scenario(lp):
+        async def main():
+            b, pb = await endpoint(lp, local_addr=("127.0.0.1", 0))
+            raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            raw.setblocking(False)
+            raw.connect(b.get_extra_info("sockname"))
+            a, pa = await endpoint(lp, sock=raw)
+            a.sendto(b"one")
+            a.sendto(b"two", ("127.0.0.1", 9))
+            await pb.until(2)
+            result = ([d for d, _ in pb.datagrams], pa.errors,
+                      a.get_extra_info("peername") == b.get_extra_info("sockname"))
+            await close(a, b)
+            return result
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected == ([b"one", b"two"], [], True)
+    assert scenario(loop) == expected
+
+
+def test_ipv6_addresses(loop):
+    async def main():
+        try:
+            b, pb = await endpoint(loop, local_addr=("::1", 0), family=socket.AF_INET6)
+        except OSError as exc:
+            pytest.skip(f"no IPv6 loopback: {exc}")
+        a, pa = await endpoint(loop, local_addr=("::1", 0), family=socket.AF_INET6)
+        addr_a, addr_b = a.get_extra_info("sockname"), b.get_extra_info("sockname")
+        assert len(addr_b) == 4
+        a.sendto(b"four", addr_b)
+        a.sendto(b"two", addr_b[:2])
+        await pb.until(2)
+        assert pb.datagrams == [(b"four", addr_a), (b"two", addr_a)]
+        b.sendto(b"reply", pb.datagrams[0][1])
+        await pa.until(1)
+        assert pa.datagrams == [(b"reply", addr_b)]
+        await close(a, b)
+    support.run_guarded(loop, main())
+
+
+def test_unix_datagram_sockets(loop):
+    """AF_UNIX SOCK_DGRAM through sock=: path names (str), abstract names
+    (bytes) and an unbound sender, with the addresses the socket module
+    gives."""
+    def scenario(lp):
+        async def main():
+            with tempfile.TemporaryDirectory() as d:
+                socks = []
+                for name in (os.path.join(d, "a"), os.path.join(d, "b"),
+                             b"\0goloop-udp-%d" % os.getpid(), None):
+                    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                    s.setblocking(False)
+                    if name is not None:
+                        s.bind(name)
+                    socks.append(s)
+                (a, pa), (b, pb), (c, pc), (u, pu) = [await endpoint(lp, sock=s) for s in socks]
+                path_b = b.get_extra_info("sockname")
+                abstract = c.get_extra_info("sockname")
+                a.sendto(b"to path", path_b)
+                a.sendto(b"to abstract", abstract)
+                u.sendto(b"unbound", path_b)
+                await pb.until(2)
+                await pc.until(1)
+                b.sendto(b"reply", pb.datagrams[0][1])
+                await pa.until(1)
+                result = [[(data, addr.replace(d, "D") if isinstance(addr, str) else addr)
+                           for data, addr in p.datagrams] for p in (pa, pb, pc)]
+                await close(a, b, c, u)
+            return result
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected[0] == [(b"reply", "D/b")]
+    assert scenario(loop) == expected
+
+
+def test_pause_and_resume_reading(loop):
+    async def main():
+        b, pb = await endpoint(loop, local_addr=("127.0.0.1", 0))
+        a, pa = await endpoint(loop, local_addr=("127.0.0.1", 0))
+        assert b.is_reading()
+        b.pause_reading()
+        assert not b.is_reading()
+        a.sendto(b"held", b.get_extra_info("sockname"))
+        support.wait_readable(b.get_extra_info("socket").fileno())
+        await iterations(3)
+        assert pb.datagrams == []
+        b.resume_reading()
+        await pb.until(1)
+        assert pb.datagrams[0][0] == b"held"
+        await close(a, b)
+        assert not b.is_reading()
+    support.run_guarded(loop, main())
+
+
+def test_many_endpoints_leave_no_descriptors(loop):
+    def fds():
+        gc.collect()
+        return len(os.listdir("/proc/self/fd"))
+
+    async def cycle(n):
+        for _ in range(n):
+            b, pb = await endpoint(loop, local_addr=("127.0.0.1", 0))
+            a, pa = await endpoint(loop, remote_addr=b.get_extra_info("sockname"))
+            a.sendto(b"x")
+            await pb.until(1)
+            await close(a, b)
+
+    async def main():
+        await cycle(20)
+        before = fds()
+        await cycle(300)
+        assert fds() == before
     support.run_guarded(loop, main())
