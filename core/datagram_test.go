@@ -360,3 +360,59 @@ func TestDatagramOverhead(t *testing.T) {
 	}
 	r.l.Clear()
 }
+
+// TestDatagramUnixAddresses: senders' addresses come in the kernel's form,
+// abstract Unix names with their leading NUL, and none (an empty Sockaddr)
+// from an unbound socket.
+func TestDatagramUnixAddresses(t *testing.T) {
+	r := newLoop(t)
+	socket := func() int {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeLater(t, fd)
+		return fd
+	}
+	name := fmt.Sprintf("goloop-core-test-%d", unix.Getpid())
+	recv, bound, unbound := socket(), socket(), socket()
+	if err := unix.Bind(recv, &unix.SockaddrUnix{Name: "@" + name + "-r"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Bind(bound, &unix.SockaddrUnix{Name: "@" + name}); err != nil {
+		t.Fatal(err)
+	}
+	to := &unix.SockaddrUnix{Name: "@" + name + "-r"}
+	for _, fd := range []int{bound, unbound} {
+		if err := unix.Sendto(fd, []byte("x"), 0, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, k := r.datagram("d", recv)
+	var froms []string
+	k.datagram = func(_ []byte, from core.Sockaddr) error {
+		switch {
+		case len(from) == 0:
+			froms = append(froms, "none")
+		case from[0] == unix.AF_UNIX:
+			froms = append(froms, fmt.Sprintf("%q", from[2:]))
+		default:
+			froms = append(froms, fmt.Sprintf("% x", from))
+		}
+		if len(froms) == 2 {
+			r.l.Stop()
+		}
+		return nil
+	}
+	d.Start()
+	r.deadline(5)
+	if err := r.run(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{fmt.Sprintf("%q", "\x00"+name), "none"}
+	if diff := cmp.Diff(want, froms); diff != "" {
+		t.Errorf("senders (-want +got):\n%s", diff)
+	}
+	r.takeLog()
+	d.Abort()
+}
