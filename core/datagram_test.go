@@ -161,7 +161,9 @@ func TestDatagramConnRefused(t *testing.T) {
 	}
 }
 
-// TestDatagramsPerReadiness: a burst is read 32 datagrams per readiness.
+// TestDatagramsPerReadiness: a burst is read 32 datagrams per readiness,
+// each round after the callbacks that were ready before the poll (the
+// ticker, which requeues itself every tick), as asyncio queues its reader.
 func TestDatagramsPerReadiness(t *testing.T) {
 	r := newLoop(t)
 	fd, addr := udpSocket(t)
@@ -198,7 +200,7 @@ func TestDatagramsPerReadiness(t *testing.T) {
 		}
 	}
 	runs = append(runs, count)
-	if diff := cmp.Diff([]int{32, 8, 0}, runs); diff != "" {
+	if diff := cmp.Diff([]int{0, 32, 8}, runs); diff != "" {
 		t.Errorf("datagrams per tick (-want +got):\n%s", diff)
 	}
 	r.l.Clear()

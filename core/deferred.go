@@ -28,6 +28,7 @@ type IOLoop interface {
 	Unregister(fd int) error
 	Owner(fd int) IO
 	soon(fn func() error) error
+	soonTask(t *task) error
 	later(delay float64, fn func() error) (*task, error)
 	readBuffer() []byte
 }
@@ -55,6 +56,19 @@ func (l *Loop[T]) soon(fn func() error) error {
 		return ErrClosed
 	}
 	l.tasks.push(&task{fn: fn, at: l.ready.pushed()})
+	return nil
+}
+
+// soonTask is soon for a task its owner keeps and queues again each time
+// (a transport deferring its readiness): no allocation per call. The task
+// must not be queued already.
+func (l *Loop[T]) soonTask(t *task) error {
+	if l.closed {
+		return ErrClosed
+	}
+	t.cancelled = false
+	t.at = l.ready.pushed()
+	l.tasks.push(t)
 	return nil
 }
 

@@ -702,3 +702,22 @@ def test_many_endpoints_leave_no_descriptors(loop):
         await cycle(300)
         assert fds() == before
     support.run_guarded(loop, main())
+
+
+def test_callbacks_ready_before_the_datagram_run_first(loop):
+    """A datagram that is waiting when the loop polls is delivered after
+    the callbacks that were ready before the poll, as asyncio queues its
+    reader behind them (a task ready to create the future that
+    datagram_received resolves must run first)."""
+    async def main():
+        order = []
+        b, pb = await endpoint(loop, local_addr=("127.0.0.1", 0))
+        pb.datagram_received = lambda data, addr: order.append("datagram")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"x", b.get_extra_info("sockname"))
+        support.wait_readable(b.get_extra_info("socket").fileno())
+        loop.call_soon(order.append, "ready before")
+        await iterations(3)
+        assert order == ["ready before", "datagram"]
+        await close(b)
+    support.run_guarded(loop, main())
