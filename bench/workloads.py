@@ -209,6 +209,46 @@ async def bench_threadsafe(n):
     return elapsed
 
 
+async def bench_udp_echo(n):
+    """n sequential UDP round trips over loopback, client and echo server both on the loop
+    under test: per round trip two sendto() and two datagram_received(), each a readiness
+    event. The client is connected (remote_addr), the server replies to the address it was
+    given, as an echo server does."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def datagram_received(self, data, addr):
+            self.transport.sendto(data, addr)
+
+    class Client(asyncio.DatagramProtocol):
+        left = n
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def datagram_received(self, data, addr):
+            self.left -= 1
+            if self.left:
+                self.transport.sendto(data)
+            else:
+                done.set_result(None)
+
+    server, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+    client, _ = await loop.create_datagram_endpoint(
+        Client, remote_addr=server.get_extra_info("sockname"))
+    t0 = time.perf_counter()
+    client.sendto(b"x" * 64)
+    await done
+    elapsed = time.perf_counter() - t0
+    client.close()
+    server.close()
+    return elapsed
+
+
 def _trivial():
     return None
 
@@ -273,6 +313,7 @@ BENCHMARKS = {
     "threadsafe": Bench(bench_threadsafe, 50_000, "call_soon_threadsafe"),
     "executor": Bench(bench_executor, 5_000, "run_in_executor"),
     "sock_echo": Bench(bench_sock_echo, 10_000, "sock_recv/sendall echo"),
+    "udp_echo": Bench(bench_udp_echo, 20_000, "UDP echo round trip"),
 }
 
 

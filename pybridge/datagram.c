@@ -5,6 +5,7 @@
  * at the top are what the Go sink calls to reach the protocol. Layout and
  * ownership: goloop.h, DatagramObject. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <stddef.h>
@@ -284,6 +285,31 @@ send_done(int rc)
     Py_RETURN_NONE;
 }
 
+/* Sends the datagram: from here when the transport is idle (datagram.go,
+ * sync: open, nothing queued), sparing the call into Go whose SendTo would
+ * make the same one system call; through Go otherwise, and when the socket
+ * refuses with EAGAIN (Go tries again and queues). Another errno goes to
+ * error_received through Go, without a second attempt: a connected UDP
+ * socket's ECONNREFUSED is a pending error that the failed send consumed,
+ * and asyncio reports it and drops the datagram. */
+static PyObject *
+send_to(DatagramObject *t, const char *buf, Py_ssize_t len, const void *sa, socklen_t salen)
+{
+    if (t->base.ws.idle) {
+        ssize_t n = sa != NULL ? sendto(t->base.fd, buf, (size_t)len, MSG_NOSIGNAL, sa, salen)
+                               : send(t->base.fd, buf, (size_t)len, MSG_NOSIGNAL);
+        if (n >= 0)
+            Py_RETURN_NONE;
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            if (GoloopDatagramSendFailed(t->base.id, errno, sa == NULL) < 0)
+                return NULL;
+            Py_RETURN_NONE;
+        }
+    }
+    return send_done(GoloopDatagramSendTo(t->base.id, (char *)buf, (long)len, (char *)sa,
+                                          (int)salen));
+}
+
 /* sendto() for an address to_sockaddr cannot read: goloop/_loop.py sends
  * it, or resolves it for the queue, or reports why not, as asyncio's
  * sendto() would. */
@@ -309,8 +335,7 @@ sendto_slow(DatagramObject *t, PyObject *data, const char *buf, Py_ssize_t len, 
         return NULL;
     }
     Py_DECREF(resolved);
-    return send_done(GoloopDatagramSendTo(t->base.id, (char *)buf, (long)len, (char *)&ss,
-                                          (int)sslen));
+    return send_to(t, buf, len, &ss, sslen);
 }
 
 static PyObject *
@@ -337,11 +362,10 @@ send_buffer(DatagramObject *t, PyObject *data, const char *buf, Py_ssize_t len, 
         }
     }
     if (t->connected)   /* send(): the kernel knows the peer */
-        return send_done(GoloopDatagramSendTo(t->base.id, (char *)buf, (long)len, NULL, 0));
+        return send_to(t, buf, len, NULL, 0);
     if (!cached_to(t, addr))
         return sendto_slow(t, data, buf, len, addr);
-    return send_done(GoloopDatagramSendTo(t->base.id, (char *)buf, (long)len, (char *)&t->to,
-                                          (int)t->to_len));
+    return send_to(t, buf, len, &t->to, t->to_len);
 }
 
 static PyObject *

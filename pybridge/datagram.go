@@ -20,6 +20,7 @@ import (
 	"errors"
 	"math"
 	"os"
+	"syscall"
 	"unsafe"
 
 	"goloop/core"
@@ -40,7 +41,8 @@ type pyDatagram struct {
 	// a failed callback.
 	sending bool
 	// ws is C memory in the transport object: is_closing() and
-	// is_reading() read it without a call into Go (idle is unused).
+	// is_reading() read it without a call into Go, and sendto() sends from
+	// C while it says idle (see sync).
 	ws *C.goloop_wstate
 }
 
@@ -127,7 +129,12 @@ func GoloopDatagramNew(loopID C.int, fd C.int, self *C.PyObject, ws *C.goloop_ws
 	return C.int(registerDatagram(p))
 }
 
-// sync mirrors is_closing() and is_reading() into the transport object.
+// sync mirrors the transport's state into the transport object:
+// is_closing(), is_reading(), and idle, which lets datagram.c send at once
+// (the core's SendTo would make one sendto and return): not lost, nothing
+// queued. Queueing happens only inside SendTo, and losing the connection
+// goes through Closing, so idle is never stale in the unsafe direction; a
+// queue the core flushes empty is noticed at the next send through Go.
 func (p *pyDatagram) sync() {
 	if p.ws == nil {
 		return
@@ -136,6 +143,7 @@ func (p *pyDatagram) sync() {
 		*p.ws = C.goloop_wstate{closing: 1}
 		return
 	}
+	p.ws.idle = cbool(!p.d.IsLost() && p.d.Queued() == 0)
 	p.ws.closing = cbool(p.d.IsClosing())
 	p.ws.reading = cbool(p.d.IsReading())
 }
@@ -256,6 +264,31 @@ func GoloopDatagramSendTo(id C.int, buf *C.char, n C.long, addr *C.char, addrlen
 	}
 	if n := p.d.LostWrites(); n > before && n >= lostWritesWarning {
 		return 1
+	}
+	return 0
+}
+
+// GoloopDatagramSendFailed reports the errno of a send datagram.c made
+// itself: error_received, as the core's SendTo reports a failed send.
+//
+//export GoloopDatagramSendFailed
+func GoloopDatagramSendFailed(id C.int, code C.int, connected C.int) (rc C.int) {
+	defer guard(&rc, nil)
+	p := datagramOf(id)
+	if p.d == nil {
+		return 0
+	}
+	call := "sendto"
+	if connected != 0 {
+		call = "send"
+	}
+	p.loop.collect()
+	p.sending = true
+	err := p.Error(os.NewSyscallError(call, syscall.Errno(code)))
+	p.sending = false
+	p.sync()
+	if err != nil {
+		return fail(err)
 	}
 	return 0
 }
