@@ -20,7 +20,7 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_BENCH = "call_soon,call_soon_burst,call_later,gather,sleep0,future"
+DEFAULT_BENCH = "call_soon,call_soon_burst,call_later,gather,sleep0,future,udp_echo"
 
 
 def instructions(loop, bench, n):
