@@ -721,3 +721,23 @@ def test_callbacks_ready_before_the_datagram_run_first(loop):
         assert order == ["ready before", "datagram"]
         await close(b)
     support.run_guarded(loop, main())
+
+
+def test_unclosed_endpoint_warns_and_closes_its_socket(loop_factory):
+    """An endpoint never closed lives as long as its loop; once the loop is
+    closed and the transport collected, it warns 'unclosed transport' and
+    closes its socket, as asyncio's __del__ does."""
+    lp = loop_factory()
+
+    async def main():
+        t, _ = await endpoint(lp, local_addr=("127.0.0.1", 0))
+        return t.get_extra_info("socket").fileno()
+
+    fd = support.run_guarded(lp, main())
+    gc.collect()
+    os.fstat(fd)  # the loop keeps the endpoint open
+    with pytest.warns(ResourceWarning, match="unclosed transport"):
+        lp.close()
+        gc.collect()
+    with pytest.raises(OSError):
+        os.fstat(fd)
