@@ -630,6 +630,10 @@ datagram_traverse(DatagramObject *t, visitproc visit, void *arg)
     Py_VISIT(t->base.loop);
     Py_VISIT(t->base.sock);
     Py_VISIT(t->base.protocol);
+    Py_VISIT(t->base.context);
+    Py_VISIT(t->base.read_ctx);
+    Py_VISIT(t->base.write_ctx);
+    Py_VISIT(t->base.lost_ctx);
     Py_VISIT(t->base.dict);
     Py_VISIT(t->address);
     Py_VISIT(t->from_obj);
@@ -645,6 +649,10 @@ datagram_clear(DatagramObject *t)
     Py_CLEAR(t->base.loop);
     Py_CLEAR(t->base.sock);
     Py_CLEAR(t->base.protocol);
+    Py_CLEAR(t->base.context);
+    Py_CLEAR(t->base.read_ctx);
+    Py_CLEAR(t->base.write_ctx);
+    Py_CLEAR(t->base.lost_ctx);
     Py_CLEAR(t->base.dict);
     Py_CLEAR(t->address);
     Py_CLEAR(t->from_obj);
@@ -830,25 +838,15 @@ new_datagram_transport(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     DatagramObject *t = PyObject_GC_New(DatagramObject, datagram_type);
     if (t == NULL)
         return NULL;
+    /* Everything after the object header starts zeroed: the stream-only
+     * fields of TransportObject stay so. */
+    memset((char *)t + sizeof(PyObject), 0, sizeof(DatagramObject) - sizeof(PyObject));
     TransportObject *b = &t->base;
-    memset(b->asyncio_slots, 0, sizeof(b->asyncio_slots));
     b->extra = Py_NewRef(extra);
     b->loop = (LoopObject *)Py_NewRef(loop);
-    b->sock = NULL;   /* set once registered: a failure leaves the socket alone */
-    b->protocol = Py_NewRef(protocol);
-    b->server = NULL;
-    b->empty_waiter = NULL;
-    b->dict = NULL;
-    b->weakreflist = NULL;
-    memset(&b->view, 0, sizeof(b->view));
-    b->ws.idle = b->ws.closing = b->ws.reading = 0;
+    b->protocol = Py_NewRef(protocol);   /* sock is set once registered */
     b->fd = (int)fd;
-    b->buffered = 0;
-    b->protocol_paused = 0;
-    b->has_view = 0;
     t->address = address != Py_None ? Py_NewRef(address) : NULL;
-    t->from_obj = t->to_obj = NULL;
-    t->from_len = t->to_len = 0;
     t->family = (int)family;
     t->connected = (char)connected;
     b->id = GoloopDatagramNew(((LoopObject *)loop)->id, (int)fd, (PyObject *)t, &b->ws,
