@@ -66,6 +66,89 @@ callback_failed(DatagramObject *t, const char *method)
     return 0;
 }
 
+/* --- contexts ----------------------------------------------------------- */
+
+/* A protocol callback the core dispatches runs as the asyncio handle that
+ * would have run it (goloop.h, TransportObject: read_ctx, write_ctx,
+ * lost_ctx): inside that handle's context, and in debug mode timed for the
+ * slow-callback warning. stream.c's connection_lost and resume_writing
+ * helpers do the same with the same fields. */
+typedef struct {
+    PyObject *ctx;       /* entered; NULL for none */
+    LoopObject *loop;    /* debug mode: the loop, for slow_callback_duration */
+    double t0;
+} scope;
+
+#define READ_CTX(t) ((t)->base.read_ctx)
+#define WRITE_CTX(t) ((t)->base.write_ctx ? (t)->base.write_ctx : (t)->base.read_ctx)
+
+static int
+scope_enter(DatagramObject *t, scope *s, PyObject *ctx)
+{
+    s->ctx = NULL;
+    s->loop = NULL;
+    if (t->base.loop != NULL && t->base.loop->debug) {
+        s->loop = (LoopObject *)Py_NewRef(t->base.loop);
+        s->t0 = goloop_monotonic();
+    }
+    if (ctx != NULL) {
+        if (PyContext_Enter(ctx) < 0) {
+            Py_CLEAR(s->loop);
+            return -1;
+        }
+        s->ctx = Py_NewRef(ctx);
+    }
+    return 0;
+}
+
+/* Leaves the scope, keeping any exception set; returns rc, or -1 if the
+ * slow-callback warning raised KeyboardInterrupt or SystemExit. */
+static int
+scope_leave(DatagramObject *t, scope *s, int rc, const char *handle)
+{
+    PyObject *saved = PyErr_Occurred() ? goloop_fetch_exception() : NULL;
+    if (s->ctx != NULL) {
+        if (PyContext_Exit(s->ctx) < 0)
+            PyErr_WriteUnraisable((PyObject *)t);
+        Py_DECREF(s->ctx);
+    }
+    if (s->loop != NULL) {
+        double dt = goloop_monotonic() - s->t0;
+        PyObject *limit = PyObject_GetAttrString((PyObject *)s->loop, "slow_callback_duration");
+        double slow = limit == NULL ? -1 : PyFloat_AsDouble(limit);
+        Py_XDECREF(limit);
+        PyObject *r = NULL;
+        if (!PyErr_Occurred() && dt >= slow)
+            r = PyObject_CallMethod(dh.logger, "warning", "ssd",
+                                    "Executing <Handle _DatagramTransport.%s()> took %.3f seconds",
+                                    handle, dt);
+        else if (!PyErr_Occurred())
+            r = Py_NewRef(Py_None);
+        if (r == NULL) {
+            if (stop_exception() && saved == NULL)
+                rc = -1;
+            else
+                PyErr_WriteUnraisable((PyObject *)t);
+        }
+        Py_XDECREF(r);
+        Py_DECREF(s->loop);
+    }
+    if (saved != NULL)
+        goloop_restore_exception(saved);
+    return rc;
+}
+
+/* A copy of the current context, as asyncio's handles take one. */
+static int
+capture_context(PyObject **slot)
+{
+    PyObject *ctx = PyContext_CopyCurrent();
+    if (ctx == NULL)
+        return -1;
+    Py_XSETREF(*slot, ctx);
+    return 0;
+}
+
 /* --- addresses ---------------------------------------------------------- */
 
 /* The address recvfrom() returns for a struct sockaddr of len bytes: the
@@ -217,12 +300,9 @@ cached_to(DatagramObject *t, PyObject *addr)
 
 /* --- called by the Go sink (bridge.h) --------------------------------- */
 
-int
-goloop_datagram_received(PyObject *o, const char *buf, long n, const char *addr, int addrlen)
+static int
+datagram_received(DatagramObject *t, const char *buf, long n, const char *addr, int addrlen)
 {
-    DatagramObject *t = D(o);
-    if (t->base.protocol == NULL)
-        return 0;
     PyObject *from = t->from_obj;
     if (from == NULL || (socklen_t)addrlen != t->from_len || memcmp(addr, &t->from, addrlen) != 0) {
         from = from_sockaddr((const struct sockaddr *)addr, (socklen_t)addrlen);
@@ -248,6 +328,18 @@ goloop_datagram_received(PyObject *o, const char *buf, long n, const char *addr,
 }
 
 int
+goloop_datagram_received(PyObject *o, const char *buf, long n, const char *addr, int addrlen)
+{
+    DatagramObject *t = D(o);
+    if (t->base.protocol == NULL)
+        return 0;
+    scope s;
+    if (scope_enter(t, &s, READ_CTX(t)) < 0)
+        return callback_failed(t, "_read_ready");
+    return scope_leave(t, &s, datagram_received(t, buf, n, addr, addrlen), "_read_ready");
+}
+
+int
 goloop_datagram_error(PyObject *o, PyObject *exc, int mode)
 {
     DatagramObject *t = D(o);
@@ -255,17 +347,26 @@ goloop_datagram_error(PyObject *o, PyObject *exc, int mode)
         Py_DECREF(exc);
         return 0;
     }
+    const char *handle = mode == 1 ? "_sendto_ready" : "_read_ready";
+    scope s;
+    s.ctx = NULL;
+    s.loop = NULL;
+    if (mode != 2 && scope_enter(t, &s, mode == 1 ? WRITE_CTX(t) : READ_CTX(t)) < 0) {
+        Py_DECREF(exc);
+        return callback_failed(t, handle);
+    }
     PyObject *proto = Py_NewRef(t->base.protocol);
     PyObject *r = PyObject_CallMethodOneArg(proto, str_error_received, exc);
     Py_DECREF(proto);
     Py_DECREF(exc);
-    if (r != NULL) {
+    int rc = 0;
+    if (r != NULL)
         Py_DECREF(r);
-        return 0;
-    }
-    if (mode == 2)
-        return -1;
-    return callback_failed(t, mode == 1 ? "_sendto_ready" : "_read_ready");
+    else if (mode == 2)
+        return -1;   /* for sendto's caller; no scope was entered */
+    else
+        rc = callback_failed(t, handle);
+    return mode == 2 ? rc : scope_leave(t, &s, rc, handle);
 }
 
 /* --- methods ----------------------------------------------------------- */
@@ -275,6 +376,8 @@ send_done(int rc)
 {
     if (rc < 0)
         return NULL;
+    if (rc == 2)   /* queued: see send_go */
+        Py_RETURN_NONE;
     if (rc == 1) {
         PyObject *r = PyObject_CallMethod(dh.logger, "warning", "s",
                                           "socket.send() raised exception.");
@@ -283,6 +386,23 @@ send_done(int rc)
         Py_DECREF(r);
     }
     Py_RETURN_NONE;
+}
+
+/* GoloopDatagramSendTo, keeping the context the send was made in as the
+ * writer's when it is the first to be queued: asyncio adds its writer
+ * handle there, before pause_writing() can run. */
+static PyObject *
+send_go(DatagramObject *t, const char *buf, Py_ssize_t len, const void *sa, socklen_t salen)
+{
+    PyObject *ctx = PyContext_CopyCurrent();
+    if (ctx == NULL)
+        return NULL;
+    int rc = GoloopDatagramSendTo(t->base.id, (char *)buf, (long)len, (char *)sa, (int)salen);
+    if (rc == 2)
+        Py_XSETREF(t->base.write_ctx, ctx);
+    else
+        Py_DECREF(ctx);
+    return send_done(rc);
 }
 
 /* Sends the datagram: from here when the transport is idle (datagram.go,
@@ -306,8 +426,7 @@ send_to(DatagramObject *t, const char *buf, Py_ssize_t len, const void *sa, sock
             Py_RETURN_NONE;
         }
     }
-    return send_done(GoloopDatagramSendTo(t->base.id, (char *)buf, (long)len, (char *)sa,
-                                          (int)salen));
+    return send_go(t, buf, len, sa, salen);
 }
 
 /* sendto() for an address to_sockaddr cannot read: goloop/_loop.py sends
@@ -416,9 +535,31 @@ datagram_sendto(DatagramObject *t, PyObject *const *args, Py_ssize_t nargs, PyOb
     return r;
 }
 
+/* close(), abort(), _force_close(): asyncio schedules connection_lost with
+ * call_soon from the first of them, in the caller's context; close() with
+ * datagrams still queued leaves it to the writer, in the writer's. */
+static int
+closing(DatagramObject *t, int now)
+{
+    if (t->base.lost_ctx != NULL || t->base.ws.closing)
+        return 0;
+    if (!now && t->base.write_ctx != NULL) {
+        int state = GoloopDatagramState(t->base.id);
+        if (state < 0)
+            return -1;
+        if (state & 2) {
+            t->base.lost_ctx = Py_NewRef(t->base.write_ctx);
+            return 0;
+        }
+    }
+    return capture_context(&t->base.lost_ctx);
+}
+
 static PyObject *
 datagram_close(DatagramObject *t, PyObject *Py_UNUSED(ignored))
 {
+    if (closing(t, 0) < 0)
+        return NULL;
     if (GoloopDatagramClose(t->base.id) < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -427,6 +568,8 @@ datagram_close(DatagramObject *t, PyObject *Py_UNUSED(ignored))
 static PyObject *
 datagram_abort(DatagramObject *t, PyObject *Py_UNUSED(ignored))
 {
+    if (closing(t, 1) < 0)
+        return NULL;
     if (GoloopDatagramForceClose(t->base.id, NULL) < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -436,6 +579,8 @@ datagram_abort(DatagramObject *t, PyObject *Py_UNUSED(ignored))
 static PyObject *
 datagram_force_close(DatagramObject *t, PyObject *exc)
 {
+    if (closing(t, 1) < 0)
+        return NULL;
     if (GoloopDatagramForceClose(t->base.id, exc == Py_None ? NULL : Py_NewRef(exc)) < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -458,6 +603,9 @@ pause_resume(DatagramObject *t, int pause)
 {
     int rc = GoloopDatagramPauseReading(t->base.id, pause);
     if (rc < 0)
+        return NULL;
+    /* resuming adds a new reader handle, with a copy of this context */
+    if (rc > 0 && !pause && capture_context(&t->base.read_ctx) < 0)
         return NULL;
     if (rc > 0 && t->base.loop != NULL && t->base.loop->debug) {
         PyObject *r = PyObject_CallMethod(dh.logger, "debug", "sO",
@@ -563,6 +711,9 @@ datagram_set_protocol(DatagramObject *t, PyObject *protocol)
 static PyObject *
 datagram_start(DatagramObject *t, PyObject *Py_UNUSED(ignored))
 {
+    /* the reader handle asyncio adds here copies this context */
+    if (capture_context(&t->base.read_ctx) < 0)
+        return NULL;
     if (GoloopDatagramStart(t->base.id) < 0)
         return NULL;
     Py_RETURN_NONE;

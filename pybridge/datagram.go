@@ -233,9 +233,11 @@ func GoloopDatagramState(id C.int) (rc C.int) {
 
 // GoloopDatagramSendTo sends n bytes at buf (a Python buffer's memory, lent
 // for the call; the core copies what it queues) to the sockaddr at addr
-// (addrlen bytes, C memory; none for the connected peer). It returns 0, 1
+// (addrlen bytes, C memory; none for the connected peer). It returns 0; 1
 // for a datagram dropped after the connection was lost that asyncio would
-// log, or -1 with an exception set.
+// log; 2 for one queued while nothing was, where asyncio adds its writer
+// (datagram.c keeps the context of that moment for the flush); or -1 with
+// an exception set.
 //
 //export GoloopDatagramSendTo
 func GoloopDatagramSendTo(id C.int, buf *C.char, n C.long, addr *C.char, addrlen C.int) (rc C.int) {
@@ -254,13 +256,16 @@ func GoloopDatagramSendTo(id C.int, buf *C.char, n C.long, addr *C.char, addrlen
 	}
 	// Callbacks queued so far run before anything this send schedules.
 	p.loop.collect()
-	before := p.d.LostWrites()
+	before, wasEmpty := p.d.LostWrites(), p.d.Queued() == 0
 	p.sending = true
 	err := p.d.SendTo(b, to)
 	p.sending = false
 	p.sync()
-	if err != nil {
+	switch {
+	case err != nil:
 		return fail(err)
+	case wasEmpty && p.d.Queued() > 0:
+		return 2
 	}
 	if n := p.d.LostWrites(); n > before && n >= lostWritesWarning {
 		return 1

@@ -8,6 +8,7 @@ from 3.13 on) are taken from the stock loop.
 """
 
 import asyncio
+import contextvars
 import gc
 import logging
 import os
@@ -741,3 +742,120 @@ def test_unclosed_endpoint_warns_and_closes_its_socket(loop_factory):
         gc.collect()
     with pytest.raises(OSError):
         os.fstat(fd)
+
+
+def trace_contexts(lp):
+    """Which value of a context variable each protocol callback sees, and
+    what it sets, over reads, back-pressure, a send error and close."""
+    var = contextvars.ContextVar("var", default="unset")
+
+    class Tracing(asyncio.DatagramProtocol):
+        def __init__(self, trace, side):
+            self.trace, self.side = trace, side
+            self.got = asyncio.Queue()
+            self.resumed = lp.create_future()
+            self.lost = lp.create_future()
+
+        def record(self, event):
+            self.trace.append((self.side, event, var.get()))
+            var.set(f"{self.side}-{event}")
+
+        def connection_made(self, transport):
+            self.transport = transport
+            self.record("made")
+
+        def datagram_received(self, data, addr):
+            if not data.startswith(b"flood"):
+                self.record("datagram")
+                self.got.put_nowait(data)
+
+        def error_received(self, exc):
+            self.record(f"error {type(exc).__name__}")
+            self.got.put_nowait(exc)
+
+        def pause_writing(self):
+            self.record("pause")
+
+        def resume_writing(self):
+            self.record("resume")
+            support._resolve(self.resumed, None)
+
+        def connection_lost(self, exc):
+            self.record("lost")
+            support._resolve(self.lost, None)
+
+    async def in_context(value, fn, *args):
+        async def run():
+            var.set(value)
+            return fn(*args)
+        return await asyncio.create_task(run())
+
+    async def main():
+        trace = []
+        with tempfile.TemporaryDirectory() as d:
+            sa, sb = unix_pair(d, sndbuf=8 << 10)
+            var.set("creator")
+            a, pa = await lp.create_datagram_endpoint(lambda: Tracing(trace, "a"), sock=sa)
+            var.set("creator b")
+            b, pb = await lp.create_datagram_endpoint(lambda: Tracing(trace, "b"), sock=sb)
+            var.set("main")
+            for chunk in (b"one", b"two"):
+                await in_context("sender", a.sendto, chunk)
+                assert await wait(pb.got.get()) == chunk
+            b.pause_reading()
+            # Big datagrams and a low-water mark well above 0: 3.13.0
+            # counts 8 bytes per queued datagram it never takes back.
+            a.set_write_buffer_limits(high=4000)
+
+            def flood():
+                while a.get_write_buffer_size() <= 4000:
+                    a.sendto(b"flood" + b"." * 995)
+            await in_context("flooder", flood)
+            await in_context("resumer", b.resume_reading)
+            await wait(pa.resumed)
+            await in_context("closer", a.close)
+            await in_context("closer b", b.abort)
+            await wait(asyncio.gather(pa.lost, pb.lost))
+        # error_received: from the reader (an ICMP error on a connected
+        # socket) and from sendto() itself (EACCES, in the caller's).
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gone:
+            gone.bind(("127.0.0.1", 0))
+            addr = gone.getsockname()
+        var.set("creator c")
+        c, pc = await lp.create_datagram_endpoint(lambda: Tracing(trace, "c"), remote_addr=addr)
+        await in_context("sender", c.sendto, b"anyone?")
+        await wait(pc.got.get())
+        var.set("creator d")
+        d, pd = await lp.create_datagram_endpoint(lambda: Tracing(trace, "d"),
+                                                  local_addr=("127.0.0.1", 0))
+        await in_context("sender", d.sendto, b"x", ("255.255.255.255", 9))
+        await in_context("closer", c.close)
+        await in_context("closer", d.close)
+        await wait(asyncio.gather(pc.lost, pd.lost))
+        return trace
+
+    return lp.run_until_complete(main())
+
+
+def test_protocol_callbacks_run_in_asyncio_contexts(loop):
+    loop.set_debug(False)
+    assert trace_contexts(loop) == support.run_on_reference(trace_contexts)
+
+
+def test_slow_datagram_callback_is_logged(loop, asyncio_log):
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.0
+
+    async def main():
+        b, pb = await endpoint(loop, local_addr=("127.0.0.1", 0))
+        a, pa = await endpoint(loop, remote_addr=b.get_extra_info("sockname"))
+        a.sendto(b"ping")
+        await pb.until(1)
+        await close(a, b)
+
+    support.run_guarded(loop, main())
+    slow = [r.getMessage() for r in asyncio_log.records
+            if r.getMessage().startswith("Executing <Handle")]
+    assert any(re.fullmatch(r"Executing <Handle \w*DatagramTransport\._read_ready\(\)"
+                            r"( created at [^>]*)?> took \d+\.\d{3} seconds", m)
+               for m in slow), slow
