@@ -389,6 +389,10 @@ def _filter_suite(suite, keep):
 def child_main(module, result_path, exclude_path, timeout):
     import asyncio.events
 
+    # A shell starts `cmd &` with SIGINT ignored, and then
+    # _thread.interrupt_main() does nothing: the tests that interrupt
+    # themselves (test_runners) would wait for a KeyboardInterrupt forever.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     original_new_event_loop = asyncio.events.new_event_loop
     factory = _install_goloop()
     mod = importlib.import_module("test.test_asyncio." + module)
