@@ -2,7 +2,8 @@
 
     python bench/net/run.py [--loops asyncio,uvloop,rloop,goloop] [--quick] [--rounds N]
                             [--kinds protocol,buffered,streams,sock,http] [--sizes 1k,10k,100k]
-                            [--conns 10,1000] [--duration S] [--rss-conns N] [--no-ceiling]
+                            [--conns 10,1000] [--duration S] [--rss-conns N] [--rss-only]
+                            [--no-ceiling]
                             [--pin] [--markdown FILE] [--json FILE] [--plot FILE.png]
 
 Every sample is a fresh server process (``bench/net/server.py LOOP KIND``, or the pure-Go
@@ -788,6 +789,8 @@ def parse_args(argv):
     parser.add_argument("--warmup", type=float, help="unmeasured seconds of load first")
     parser.add_argument("--rss-conns", type=int, default=RSS_CONNS,
                         help=f"idle connections for the RSS row (default {RSS_CONNS}; 0: no row)")
+    parser.add_argument("--rss-only", action="store_true",
+                        help="only the RSS row: no echo or HTTP rows")
     parser.add_argument("--no-ceiling", dest="ceiling", action="store_false",
                         help="leave out the pure-Go server")
     parser.add_argument("--pin", action="store_true",
@@ -807,7 +810,9 @@ def parse_args(argv):
             setattr(args, name, base[name])
     args.rss_rounds = base["rss_rounds"] or args.rounds
     args.loops = _split(parser, args.loops, LOOPS, "loop")
-    args.kinds = _split(parser, args.kinds, KINDS, "kind")
+    args.kinds = [] if args.rss_only else _split(parser, args.kinds, KINDS, "kind")
+    if args.rss_only and not args.rss_conns:
+        parser.error("--rss-only needs --rss-conns above 0")
     args.sizes = [SIZES[s] for s in _split(parser, args.sizes, SIZES, "size")]
     try:
         args.conns = [int(c) for c in args.conns.split(",")]
