@@ -1,5 +1,7 @@
 package core
 
+import "golang.org/x/sys/unix"
+
 // The core's own callbacks. A transport must sometimes notify its embedder
 // later rather than from inside the call that caused it: asyncio delivers
 // connection_lost through call_soon after abort() or a fatal error, so that
@@ -31,6 +33,8 @@ type IOLoop interface {
 	soonTask(t *task) error
 	later(delay float64, fn func() error) (*task, error)
 	readBuffer() []byte
+	iovecs() []unix.Iovec
+	putIovecs(iov []unix.Iovec)
 }
 
 var _ IOLoop = (*Loop[int])(nil)
@@ -47,6 +51,19 @@ func (l *Loop[T]) readBuffer() []byte {
 		l.rbuf = make([]byte, maxRead)
 	}
 	return l.rbuf
+}
+
+// iovecs returns the loop's iovec slice, empty, for one sendmsg; putIovecs
+// gives it back once the call is made. One per loop rather than per stream,
+// for the same reason as the read buffer: nothing runs between building a
+// sendmsg's iovecs and sending them.
+func (l *Loop[T]) iovecs() []unix.Iovec { return l.iov[:0] }
+
+// putIovecs keeps iov's array, grown as it may have been, for the next
+// sendmsg, without pointers into the caller's memory or sent blocks.
+func (l *Loop[T]) putIovecs(iov []unix.Iovec) {
+	clear(iov)
+	l.iov = iov[:0]
 }
 
 // soon runs fn in the next ready phase; it fails only on a closed loop, as

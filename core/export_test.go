@@ -118,3 +118,6 @@ func (l *Loop[T]) Tasks() (soon, timers int) { return l.tasks.len(), l.taskTimer
 
 // SetRetryDelay shortens a listener's wait after EMFILE for the tests.
 func (ln *Listener) SetRetryDelay(secs float64) { ln.delay = secs }
+
+// HasWriteBuffer reports whether the stream holds a write buffer now.
+func (s *Stream) HasWriteBuffer() bool { return s.wb != nil }

@@ -18,6 +18,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"golang.org/x/sys/unix"
 )
 
 // Hooks is what the embedder provides.
@@ -151,7 +153,8 @@ type Loop[T any] struct {
 	// see deferred.go.
 	tasks      ready[*task]
 	taskTimers timerHeap[*task]
-	rbuf       []byte // the read buffer IOs share (readBuffer)
+	rbuf       []byte       // the read buffer IOs share (readBuffer)
+	iov        []unix.Iovec // the sendmsg iovecs streams share (iovecs)
 	stopping   bool
 	running    bool
 	closed     bool

@@ -60,13 +60,16 @@ type BufferedStreamSink interface {
 //
 // Every method is called on the loop thread, or with the lock the loop
 // thread holds outside its poll (the bridge's GIL).
+//
+// An idle stream is this struct and the loop's watcher, nothing else: the
+// read buffer and the sendmsg iovecs are the loop's, and the write buffer
+// exists only while something is queued.
 type Stream struct {
 	transport
-	sink  StreamSink
-	bsink BufferedStreamSink // sink, if it is one
-	wb    writeBuf
-	iov   []unix.Iovec // reused by each sendmsg
-	eof   bool         // WriteEOF called
+	sink     StreamSink
+	wb       *writeBuf // nil while nothing is queued
+	eof      bool      // WriteEOF called
+	readInto bool      // sink is a BufferedStreamSink
 }
 
 var _ IO = (*Stream)(nil)
@@ -90,8 +93,11 @@ func (s *Stream) SetSink(sink StreamSink) {
 		return
 	}
 	s.sink, s.transport.sink = sink, sink
-	s.bsink, _ = sink.(BufferedStreamSink)
+	_, s.readInto = sink.(BufferedStreamSink)
 }
+
+// Sink returns the sink, nil once Lost has been delivered.
+func (s *Stream) Sink() StreamSink { return s.sink }
 
 // Write sends b, or the part of it the socket does not take at once from a
 // copy later. It may call PauseWriting. A fatal socket error does not fail
@@ -108,9 +114,9 @@ func (s *Stream) Write(b []byte) error {
 		s.lostWrites++
 		return nil
 	}
-	if s.wb.size() == 0 {
+	if s.wb == nil {
 		// Try now: most writes go out whole without ever polling.
-		n, fatal, err := s.sendNow(append(s.iov[:0], iovec(b)))
+		n, fatal, err := s.sendNow(append(s.loop.iovecs(), iovec(b)))
 		if fatal {
 			return err
 		}
@@ -118,7 +124,7 @@ func (s *Stream) Write(b []byte) error {
 			return nil
 		}
 	}
-	s.wb.append(b)
+	s.queue(b)
 	if err := s.sync(); err != nil {
 		return err
 	}
@@ -131,7 +137,7 @@ func (s *Stream) WriteLines(bufs [][]byte) error {
 	if s.eof {
 		return ErrWriteAfterEOF
 	}
-	iov := s.iov[:0]
+	iov := s.loop.iovecs()
 	for _, b := range bufs {
 		if len(b) > 0 && len(iov) < maxIovecs {
 			iov = append(iov, iovec(b))
@@ -141,11 +147,11 @@ func (s *Stream) WriteLines(bufs [][]byte) error {
 		return nil
 	}
 	if s.lost {
-		clear(iov)
+		s.loop.putIovecs(iov)
 		s.lostWrites++
 		return nil
 	}
-	if s.wb.size() == 0 {
+	if s.wb == nil {
 		n, fatal, err := s.sendNow(iov)
 		if fatal {
 			return err
@@ -155,16 +161,16 @@ func (s *Stream) WriteLines(bufs [][]byte) error {
 			bufs = bufs[1:]
 		}
 		if len(bufs) > 0 {
-			s.wb.append(bufs[0][n:])
+			s.queue(bufs[0][n:])
 			bufs = bufs[1:]
 		}
 	} else {
-		clear(iov)
+		s.loop.putIovecs(iov)
 	}
 	for _, b := range bufs {
-		s.wb.append(b)
+		s.queue(b)
 	}
-	if s.wb.size() == 0 {
+	if s.wb == nil {
 		return nil
 	}
 	if err := s.sync(); err != nil {
@@ -182,18 +188,29 @@ func (s *Stream) WriteEOF() error {
 		return nil
 	}
 	s.eof = true
-	if s.wb.size() == 0 {
+	if s.wb == nil {
 		return s.shutdown()
 	}
 	return nil
+}
+
+// queue copies b, which the socket did not take, into the write buffer.
+func (s *Stream) queue(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	if s.wb == nil {
+		s.wb = &writeBuf{}
+	}
+	s.wb.append(b)
 }
 
 // Ready reads, then writes: the order of asyncio's _process_events.
 func (s *Stream) Ready(ev Events) error {
 	if ev&Read != 0 && s.interest&Read != 0 {
 		var err error
-		if s.bsink != nil {
-			err = s.readInto()
+		if s.readInto {
+			err = s.readIntoSink()
 		} else {
 			err = s.read()
 		}
@@ -223,9 +240,9 @@ func (s *Stream) read() error {
 	return s.sink.Data(buf[:n])
 }
 
-// readInto is _read_ready__get_buffer.
-func (s *Stream) readInto() error {
-	bs := s.bsink
+// readIntoSink is _read_ready__get_buffer.
+func (s *Stream) readIntoSink() error {
+	bs := s.sink.(BufferedStreamSink)
 	buf, err := bs.GetBuffer(-1)
 	if err != nil {
 		return err
@@ -282,19 +299,21 @@ func (s *Stream) eofReceived() error {
 }
 
 // flush is _write_sendmsg: send what the socket takes, then resume the
-// writer, and once the buffer is empty stop polling and finish a Close or
-// a WriteEOF.
+// writer, and once the buffer is empty drop it, stop polling and finish a
+// Close or a WriteEOF.
 func (s *Stream) flush() error {
-	iov := s.wb.iovecs(s.iov[:0])
+	iov := s.wb.iovecs(s.loop.iovecs())
 	n, fatal, err := s.sendNow(iov)
 	if fatal {
 		return err
 	}
-	s.wb.consume(n)
+	if s.wb.consume(n); s.wb.size() == 0 {
+		s.wb = nil
+	}
 	if err := s.maybeResume(); err != nil { // it may write, or close
 		return err
 	}
-	if s.lost || s.wb.size() > 0 {
+	if s.lost || s.wb != nil {
 		return nil
 	}
 	if err := s.sync(); err != nil {
@@ -315,8 +334,7 @@ func (s *Stream) flush() error {
 // stream; fatal reports it, with ForceClose's own error.
 func (s *Stream) sendNow(iov []unix.Iovec) (n int, fatal bool, err error) {
 	n, serr := sendmsg(s.fd, iov)
-	clear(iov) // keep no pointer into the caller's memory or sent blocks
-	s.iov = iov[:0]
+	s.loop.putIovecs(iov)
 	switch {
 	case serr == nil:
 		return n, false, nil
@@ -338,7 +356,12 @@ func iovec(b []byte) unix.Iovec {
 }
 
 // transportImpl.
-func (s *Stream) bufferSize() int { return s.wb.size() }
-func (s *Stream) buffered() bool  { return s.wb.size() > 0 }
-func (s *Stream) dropBuffer()     { s.wb.reset() }
-func (s *Stream) forgetSink()     { s.sink, s.bsink = nil, nil }
+func (s *Stream) bufferSize() int {
+	if s.wb == nil {
+		return 0
+	}
+	return s.wb.size()
+}
+func (s *Stream) buffered() bool { return s.wb != nil }
+func (s *Stream) dropBuffer()    { s.wb = nil }
+func (s *Stream) forgetSink()    { s.sink = nil }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"math"
 	"math/rand/v2"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -831,6 +833,86 @@ func TestStreamHotPathsDoNotAllocate(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per write and read, want 0", allocs)
+	}
+	r.takeLog()
+}
+
+// idleSink is a StreamSink with no state: converting it to the interface
+// allocates nothing, so only the stream's own memory is counted.
+type idleSink struct{}
+
+func (idleSink) Data([]byte) error    { return nil }
+func (idleSink) EOF() (bool, error)   { return false, nil }
+func (idleSink) PauseWriting() error  { return nil }
+func (idleSink) ResumeWriting() error { return nil }
+func (idleSink) Lost(error) error     { return nil }
+
+// TestIdleStreamMemory: an idle stream is its own struct and the loop's
+// watcher for its fd, and nothing else (the read buffer and the sendmsg
+// iovecs are the loop's; the write buffer exists only while something is
+// queued), since a server's memory is counted per idle connection.
+func TestIdleStreamMemory(t *testing.T) {
+	r := newLoop(t)
+	// The least of a few batches: the count is the process's, and the
+	// runtime allocates now and then on its own.
+	best := uint64(math.MaxUint64)
+	for range 3 {
+		const n = 128
+		fds := make([]int, n)
+		for i := range fds {
+			fds[i], _ = socketpair(t)
+		}
+		// The highest fd first, so that the loop's fd table has grown
+		// before the count starts.
+		if _, err := core.NewStream(r.l, fds[n-1], idleSink{}); err != nil {
+			t.Fatal(err)
+		}
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for _, fd := range fds[:n-1] {
+			s, err := core.NewStream(r.l, fd, idleSink{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Start(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runtime.ReadMemStats(&after)
+		best = min(best, (after.TotalAlloc-before.TotalAlloc)/(n-1))
+	}
+	// 128 (the Stream's size class) + 48 (the watcher's).
+	if best > 176 {
+		t.Errorf("an idle stream costs %d bytes of Go heap, want at most 176", best)
+	}
+}
+
+// TestStreamDropsDrainedWriteBuffer: the write buffer a stream needed under
+// back-pressure is let go once it is flushed.
+func TestStreamDropsDrainedWriteBuffer(t *testing.T) {
+	r := newLoop(t)
+	a, b := socketpair(t)
+	s, _ := r.stream("s", a)
+	chunk := make([]byte, 64<<10)
+	for !s.HasWriteBuffer() {
+		if err := s.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var buf [64 << 10]byte
+	for s.HasWriteBuffer() {
+		for {
+			if _, err := unix.Read(b, buf[:]); err != nil {
+				break // EAGAIN: drained for now
+			}
+		}
+		if err := s.Ready(core.Write); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.GetWriteBufferSize(); n != 0 {
+		t.Errorf("write buffer size %d after the flush, want 0", n)
 	}
 	r.takeLog()
 }

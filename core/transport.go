@@ -95,10 +95,12 @@ type transport struct {
 	closing  bool // Close, or a fatal error
 	lost     bool // Lost scheduled or delivered (asyncio's _conn_lost)
 	done     bool // Lost delivered
+	// writePaused: PauseWriting called, ResumeWriting not yet. With the
+	// flags above it packs into one word (every connection has one).
+	writePaused bool
 
-	lostWrites  int // writes dropped after the connection was lost
-	high, low   int
-	writePaused bool // PauseWriting called, ResumeWriting not yet
+	lostWrites int // writes dropped after the connection was lost
+	high, low  int
 }
 
 func (t *transport) init(loop IOLoop, fd int, impl transportImpl, sink TransportSink) error {

@@ -77,8 +77,3 @@ func (w *writeBuf) consume(n int) {
 		w.blocks = w.blocks[:k]
 	}
 }
-
-func (w *writeBuf) reset() {
-	clear(w.blocks)
-	w.blocks, w.off, w.n = w.blocks[:0], 0, 0
-}
