@@ -58,6 +58,7 @@ class LoopBase:
     def _sock_recvfrom_start(self, sock: socket.socket, bufsize: int) -> tuple[bytes, Any] | _SockOp | Any: ...
     def _sock_recvfrom_into_start(self, sock: socket.socket, buf: Any, nbytes: int) -> tuple[int, Any] | _SockOp | Any: ...
     def _sock_sendto_start(self, sock: socket.socket, data: Any, address: Any) -> int | _SockOp | Any: ...
+    def _transport_of(self, fd: int) -> _SocketTransport | None: ...
 
 class _SockOp:
     """A parked sock_* call: the fd's reader or writer, awaited by the coroutine."""
@@ -136,12 +137,13 @@ def _new_socket_transport(
     loop: LoopBase,
     sock: socket.socket,
     protocol: asyncio.BaseProtocol,
-    extra: dict[str, Any],
+    extra: dict[str, Any] | None,
     server: Any,
     context: contextvars.Context | None,
 ) -> _SocketTransport: ...
 def _set_transport_helpers(
-    buffered_protocol: type, fatal_error: Any, callback_failed: Any, lost_failed: Any, logger: Any
+    buffered_protocol: type, fatal_error: Any, callback_failed: Any, lost_failed: Any, logger: Any,
+    transport_socket: type,
 ) -> None: ...
 def _new_datagram_transport(
     loop: LoopBase, sock: socket.socket, protocol: asyncio.BaseProtocol, extra: dict[str, Any], address: Any

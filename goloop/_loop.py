@@ -21,7 +21,6 @@ import time
 import warnings
 import weakref
 import selectors
-import socket
 from asyncio import (
     base_events,
     constants,
@@ -391,7 +390,6 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
         # buffer flushed, write() refused).
         if not isinstance(transp, _goloop._SocketTransport):
             return await _Selector._sendfile_native(self, transp, file, offset, count)
-        del self._transports[transp._sock_fd]
         resume_reading = transp.is_reading()
         transp.pause_reading()
         await transp._make_empty_waiter()
@@ -402,7 +400,6 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
             transp._reset_empty_waiter()
             if resume_reading:
                 transp.resume_reading()
-            self._transports[transp._sock_fd] = transp
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
         if _CHECK_FD_ON_MAKE:
@@ -457,7 +454,17 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
     remove_reader = _Selector.remove_reader
     add_writer = _Selector.add_writer
     remove_writer = _Selector.remove_writer
-    _ensure_fd_no_transport = _Selector._ensure_fd_no_transport
+
+    def _ensure_fd_no_transport(self, fd):
+        # asyncio's, for its own transports in _transports; a native one is
+        # found through the Go core, which knows the fd its stream owns
+        # (_transport_of). The core lets go of the fd when the stream is
+        # lost, or lent for a sendfile, which is when asyncio's entry
+        # would be gone or closing.
+        _Selector._ensure_fd_no_transport(self, fd)
+        transport = self._transport_of(fd if isinstance(fd, int) else int(fd.fileno()))
+        if transport is not None and not transport.is_closing():
+            raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
 
     # Signal handling.
 
@@ -573,21 +580,12 @@ class _WatchView:
 
 def _socket_transport(loop, sock, protocol, waiter, extra, server, context):
     """The native transport for a connected stream socket, set up as
-    asyncio's _SelectorSocketTransport.__init__ sets itself up. context is
-    the connection's own (3.15 passes one), or None: its callbacks then run
-    in contexts copied as asyncio's handles copy them."""
-    if extra is None:
-        extra = {}
-    extra["socket"] = trsock.TransportSocket(sock)
-    try:
-        extra["sockname"] = sock.getsockname()
-    except OSError:
-        extra["sockname"] = None
-    if "peername" not in extra:
-        try:
-            extra["peername"] = sock.getpeername()
-        except socket.error:
-            extra["peername"] = None
+    asyncio's _SelectorSocketTransport.__init__ sets itself up, but for
+    what an idle connection need not keep: the transport makes the extra
+    dict when it is asked for (stream.c, make_extra), and the Go core, not
+    loop._transports, knows which fd it owns. context is the connection's
+    own (3.15 passes one), or None: its callbacks then run in contexts
+    copied as asyncio's handles copy them."""
     # Registers the fd with the Go core: from here the transport owns it.
     transport = _goloop._new_socket_transport(loop, sock, protocol, extra, server, context)
     if server is not None:
@@ -595,7 +593,6 @@ def _socket_transport(loop, sock, protocol, waiter, extra, server, context):
             server._attach(transport)
         else:
             server._attach()
-    loop._transports[sock.fileno()] = transport
     # Disable the Nagle algorithm: small writes go out without waiting for
     # the peer's ACK.
     base_events._set_nodelay(sock)
@@ -790,5 +787,6 @@ _goloop._set_transport_helpers(
     _transport_callback_failed,
     _connection_lost_failed,
     _logger,
+    trsock.TransportSocket,
 )
 _goloop._set_datagram_helpers(_datagram_callback_failed, _datagram_sendto_slow, _logger)

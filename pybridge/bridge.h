@@ -52,9 +52,9 @@ int  goloop_signalled(PyObject *loop, const char *data, long n); /* -1: stop the
  * before the socket can be closed. closing and reading are is_closing() and
  * is_reading(). */
 typedef struct {
-    int idle;
-    int closing;
-    int reading;
+    char idle;
+    char closing;
+    char reading;
 } goloop_wstate;
 
 /* stream.c: the protocol side of a socket transport, called by stream.go's

@@ -16,6 +16,11 @@ typedef struct {
     PyObject *current_handle;  /* the running handle, in debug mode only */
     PyObject *task_factory;    /* asyncio's _task_factory, read on every create_task */
     goloop_intake intake;
+    /* The buffer a BufferedProtocol's get_buffer() lent for the read under
+     * way (stream.c). One read runs at a time on a loop, so one view per
+     * loop serves all its transports. */
+    Py_buffer read_view;
+    char has_read_view;
 } LoopObject;
 
 /* goloop's Handle and TimerHandle subclass asyncio.Handle and
@@ -99,9 +104,13 @@ void goloop_restore_exception(PyObject *exc);   /* raises it again; steals */
  * core's Stream (stream.c, stream.go). It subclasses
  * asyncio.transports._FlowControlMixin (so isinstance checks against
  * Transport and _FlowControlMixin hold, as asyncio's sendfile fallback
- * requires) the way the handles subclass asyncio's: the base's __slots__
- * storage (_extra, _loop, _protocol_paused, _high_water, _low_water) is
- * reserved and left zeroed, and getsets of the same names shadow it.
+ * requires) the way the handles subclass asyncio's. Every name in the bases'
+ * __slots__ (_extra, _loop, _protocol_paused, _high_water, _low_water) is
+ * shadowed by a getset of the same name, so their storage, right after the
+ * object header, is free: it holds the first five fields (checked at init).
+ * It holds what an idle connection needs and no more, for the memory each
+ * one costs: no buffers, and no extra dict until something asks for it
+ * (stream.c, make_extra).
  *
  * Ownership: the Python socket object owns the descriptor; the transport
  * holds it (sock) and closes it once the Go core has let go of the fd:
@@ -112,16 +121,15 @@ void goloop_restore_exception(PyObject *exc);   /* raises it again; steals */
  * Lost is delivered, as asyncio's selector holds the read handle: an open
  * transport is not collected while its loop lives. The loop's traverse
  * reports that reference, and closing the loop drops it. */
-#define GOLOOP_TRANSPORT_SLOTS 8   /* _FlowControlMixin has 5; checked at init */
-
 typedef struct {
     PyObject_HEAD
-    PyObject *asyncio_slots[GOLOOP_TRANSPORT_SLOTS];
-    PyObject *extra;         /* dict: asyncio's _extra */
+    /* in the bases' slot storage */
+    PyObject *extra;         /* asyncio's _extra once made; till then the caller's dict or NULL */
     LoopObject *loop;        /* NULL once the connection is lost, as asyncio's _loop */
     PyObject *sock;          /* socket.socket; NULL once closed */
     PyObject *protocol;      /* NULL once the connection is lost */
     PyObject *server;        /* base_events.Server or NULL, until detached */
+    /* the transport's own */
     PyObject *empty_waiter;  /* future of _make_empty_waiter (sendfile) */
     /* The contextvars.Context each kind of callback the core dispatches
      * runs in: what asyncio's handles for them would carry. context is
@@ -137,13 +145,13 @@ typedef struct {
     PyObject *lost_ctx;
     PyObject *dict;
     PyObject *weakreflist;
-    Py_buffer view;          /* the get_buffer() buffer during one read */
-    goloop_wstate ws;        /* written by stream.go */
+    PyObject *peername;      /* the peer's address while extra is not made */
     int id;                  /* the stream in the Go registry; -1 when none */
     int fd;
+    goloop_wstate ws;        /* written by stream.go */
     char buffered;           /* protocol is an asyncio.BufferedProtocol */
     char protocol_paused;    /* pause_writing() called, resume_writing() not yet */
-    char has_view;
+    char extra_made;         /* extra is the complete dict (make_extra) */
 } TransportObject;
 
 int goloop_init_transport_type(PyObject *module);

@@ -542,6 +542,23 @@ loop_watching(LoopObject *self, PyObject *arg)
     return PyLong_FromLong(GoloopWatching(self->id, fd));
 }
 
+/* _transport_of(fd): the native transport whose stream owns fd (an int)
+ * now, or None (goloop's _ensure_fd_no_transport). */
+static PyObject *
+loop_transport_of(LoopObject *self, PyObject *arg)
+{
+    int overflow;
+    long fd = PyLong_AsLongAndOverflow(arg, &overflow);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (goloop_check_forked() < 0)
+        return NULL;
+    PyObject *t = NULL;   /* borrowed */
+    if (!overflow && fd >= 0 && fd <= INT_MAX && !self->closed)
+        t = GoloopStreamOf(self->id, (int)fd);
+    return Py_NewRef(t != NULL ? t : Py_None);
+}
+
 /* (ready callbacks, timers in the heap): for tests that check nothing leaks. */
 static PyObject *
 loop_debug_counts(LoopObject *self, PyObject *Py_UNUSED(ignored))
@@ -585,6 +602,7 @@ loop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->current_handle = NULL;
     self->task_factory = NULL;
     memset(&self->intake, 0, sizeof(self->intake));
+    self->has_read_view = 0;
     self->id = GoloopNew(&self->intake);
     if (self->id < 0) {
         Py_DECREF(self);
@@ -598,6 +616,8 @@ loop_traverse(LoopObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->current_handle);
     Py_VISIT(self->task_factory);
+    if (self->has_read_view)
+        Py_VISIT(self->read_view.obj);
     /* The handles queued here and in Go are references this loop owns. */
     goloop_intake *in = &self->intake;
     int r = goloop_visit((PyObject *)self, (goloop_visitproc)visit, arg,
@@ -639,6 +659,8 @@ loop_dealloc(LoopObject *self)
     PyMem_Free(self->intake.soon);
     PyMem_Free(self->intake.timers);
     PyMem_Free(self->intake.whens);
+    if (self->has_read_view)
+        PyBuffer_Release(&self->read_view);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -710,6 +732,7 @@ static PyMethodDef loop_methods[] = {
      METH_FASTCALL, NULL},
     {"_sock_sendto_start", (PyCFunction)(void (*)(void))goloop_sock_sendto_start, METH_FASTCALL,
      NULL},
+    {"_transport_of", (PyCFunction)loop_transport_of, METH_O, NULL},
     {"_debug_counts", (PyCFunction)loop_debug_counts, METH_NOARGS, NULL},
     {NULL}
 };

@@ -33,6 +33,7 @@ type pyLoop struct {
 	// datagrams are the same for datagram transports (datagram.go).
 	datagrams []*pyDatagram
 	scratch []*C.PyObject // reused by traverse
+	lines   [][]byte      // reused by a stream's writelines
 	// lastYield is when Collect last yielded to the Go scheduler.
 	lastYield int64
 }

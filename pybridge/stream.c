@@ -21,12 +21,14 @@ static struct {
     PyObject *callback_failed;     /* (transport, exc, message): pause/resume_writing */
     PyObject *lost_failed;         /* (loop, transport, arg, exc): connection_lost raised */
     PyObject *logger;              /* asyncio's logger */
+    PyObject *transport_socket;    /* asyncio.trsock.TransportSocket */
 } th;
 
 static PyObject *str_data_received, *str_eof_received, *str_get_buffer, *str_buffer_updated,
     *str_connection_lost, *str_pause_writing, *str_resume_writing, *str_close, *str_detach,
     *str_set_result, *str_set_exception, *str_done, *str_create_future, *str_fileno,
-    *str_debug, *str_warning;
+    *str_debug, *str_warning, *str_getsockname, *str_getpeername, *str_socket, *str_sockname,
+    *str_peername;
 
 /* asyncio's wording, which changed over the versions this is built for. */
 #if PY_VERSION_HEX >= 0x030E0000
@@ -240,6 +242,7 @@ static goloop_getbuf
 stream_get_buffer(TransportObject *t)
 {
     goloop_getbuf res = {NULL, 0, 0};
+    LoopObject *loop = t->loop;   /* not NULL: checked by the caller */
     PyObject *args[2] = {Py_NewRef(t->protocol), NULL};
     args[1] = PyLong_FromLong(-1);
     PyObject *buf = args[1] == NULL ? NULL :
@@ -260,7 +263,8 @@ stream_get_buffer(TransportObject *t)
     }
     /* What sock.recv_into(buf) accepts; it raises for the rest, which
      * asyncio reports as a read error. */
-    int rc = PyObject_GetBuffer(buf, &t->view, PyBUF_WRITABLE);
+    Py_buffer *view = &loop->read_view;
+    int rc = PyObject_GetBuffer(buf, view, PyBUF_WRITABLE);
     if (rc < 0 && (PyErr_ExceptionMatches(PyExc_BufferError) ||
                    PyErr_ExceptionMatches(PyExc_TypeError))) {
         PyErr_Clear();
@@ -273,15 +277,18 @@ stream_get_buffer(TransportObject *t)
         res.rc = fatal(t, "Fatal read error on socket transport");
         return res;
     }
-    if (t->view.len == 0) {
-        PyBuffer_Release(&t->view);
+    if (view->len == 0) {
+        PyBuffer_Release(view);
         PyErr_SetString(PyExc_RuntimeError, "get_buffer() returned an empty buffer");
         res.rc = fatal(t, "Fatal error: protocol.get_buffer() call failed.");
         return res;
     }
-    t->has_view = 1;
-    res.buf = t->view.buf;
-    res.len = (long)t->view.len;
+    /* Until goloop_stream_buffer_updated, which comes before the loop
+     * runs anything else: the read's connection is not lost meanwhile (the
+     * core schedules Lost), so t->loop is still this loop then. */
+    loop->has_read_view = 1;
+    res.buf = view->buf;
+    res.len = (long)view->len;
     return res;
 }
 
@@ -290,7 +297,7 @@ goloop_stream_get_buffer(PyObject *o)
 {
     TransportObject *t = T(o);
     goloop_getbuf res = {NULL, 0, 0};
-    if (t->protocol == NULL || t->has_view)
+    if (t->protocol == NULL || t->loop == NULL || t->loop->has_read_view)
         return res;
     scope s;
     if (scope_enter(t, &s, READ_CTX(t)) < 0) {
@@ -320,9 +327,10 @@ int
 goloop_stream_buffer_updated(PyObject *o, long n)
 {
     TransportObject *t = T(o);
-    if (t->has_view) {
-        t->has_view = 0;
-        PyBuffer_Release(&t->view);
+    LoopObject *loop = t->loop;
+    if (loop != NULL && loop->has_read_view) {
+        loop->has_read_view = 0;
+        PyBuffer_Release(&loop->read_view);
     }
     if (n == 0 || t->protocol == NULL)
         return 0;
@@ -423,6 +431,58 @@ goloop_stream_drained(PyObject *o)
         PyErr_WriteUnraisable(o);
 }
 
+/* sock.getsockname() or sock.getpeername(): a new reference, None if it
+ * raises OSError (asyncio's except clauses); NULL with another exception. */
+static PyObject *
+sock_address(PyObject *sock, PyObject *method)
+{
+    PyObject *addr = PyObject_CallMethodNoArgs(sock, method);
+    if (addr == NULL && PyErr_ExceptionMatches(PyExc_OSError)) {
+        PyErr_Clear();
+        addr = Py_NewRef(Py_None);
+    }
+    return addr;
+}
+
+static int
+set_item(PyObject *dict, PyObject *key, PyObject *value)   /* steals value */
+{
+    if (value == NULL)
+        return -1;
+    int rc = PyDict_SetItem(dict, key, value);
+    Py_DECREF(value);
+    return rc;
+}
+
+/* Makes asyncio's _extra dict. asyncio's _SelectorTransport.__init__ fills
+ * it at once: 'socket' (a TransportSocket), 'sockname' and 'peername', in
+ * the caller's dict or a new one. Here only the peer's address is taken at
+ * once (getpeername() fails once the peer has reset the connection, and
+ * connection_lost() often logs the peer), and kept on its own; the dict is
+ * made when anything else is asked for, or before the socket closes, so
+ * that it is there afterwards too. That dict, the TransportSocket and the
+ * address were 400 bytes of every connection, which few ever ask for.
+ * Returns 0, or -1 with an exception set. */
+static int
+make_extra(TransportObject *t)
+{
+    if (t->extra_made)
+        return 0;
+    if (t->extra == NULL && (t->extra = PyDict_New()) == NULL)
+        return -1;
+    if (t->sock != NULL &&
+        (set_item(t->extra, str_socket, PyObject_CallOneArg(th.transport_socket, t->sock)) < 0 ||
+         set_item(t->extra, str_sockname, sock_address(t->sock, str_getsockname)) < 0))
+        return -1;
+    if (t->peername != NULL) {
+        if (PyDict_SetItem(t->extra, str_peername, t->peername) < 0)
+            return -1;
+        Py_CLEAR(t->peername);
+    }
+    t->extra_made = 1;
+    return 0;
+}
+
 static void
 close_socket(TransportObject *t)
 {
@@ -482,6 +542,8 @@ goloop_stream_lost(PyObject *o, PyObject *exc)
         Py_XDECREF(r);
     }
     /* the finally: clause */
+    if (make_extra(t) < 0)
+        PyErr_WriteUnraisable(o);
     close_socket(t);
     Py_CLEAR(t->protocol);
     LoopObject *loop = t->loop;
@@ -930,8 +992,13 @@ transport_get_extra_info(TransportObject *t, PyObject *args, PyObject *kwds)
     PyObject *name, *dflt = Py_None;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:get_extra_info", kwlist, &name, &dflt))
         return NULL;
-    if (t->extra == NULL)
-        return Py_NewRef(dflt);
+    if (!t->extra_made) {
+        if (t->peername != NULL && PyUnicode_Check(name) &&
+            PyUnicode_Compare(name, str_peername) == 0)
+            return Py_NewRef(t->peername);
+        if (make_extra(t) < 0)
+            return NULL;
+    }
     PyObject *v = PyDict_GetItemWithError(t->extra, name);
     if (v == NULL && PyErr_Occurred())
         return NULL;
@@ -1083,6 +1150,7 @@ static int
 transport_traverse(TransportObject *t, visitproc visit, void *arg)
 {
     Py_VISIT(t->extra);
+    Py_VISIT(t->peername);
     Py_VISIT(t->loop);
     Py_VISIT(t->sock);
     Py_VISIT(t->protocol);
@@ -1093,8 +1161,6 @@ transport_traverse(TransportObject *t, visitproc visit, void *arg)
     Py_VISIT(t->write_ctx);
     Py_VISIT(t->lost_ctx);
     Py_VISIT(t->dict);
-    if (t->has_view)
-        Py_VISIT(t->view.obj);
     Py_VISIT(Py_TYPE(t));
     return 0;
 }
@@ -1103,6 +1169,7 @@ static int
 transport_clear(TransportObject *t)
 {
     Py_CLEAR(t->extra);
+    Py_CLEAR(t->peername);
     Py_CLEAR(t->loop);
     Py_CLEAR(t->sock);
     Py_CLEAR(t->protocol);
@@ -1128,10 +1195,6 @@ transport_dealloc(TransportObject *t)
     if (t->id >= 0 && !goloop_forked)
         GoloopStreamFree(t->id);
     t->id = -1;
-    if (t->has_view) {
-        t->has_view = 0;
-        PyBuffer_Release(&t->view);
-    }
     transport_clear(t);
     PyObject_GC_Del(t);
     Py_DECREF(tp);
@@ -1143,7 +1206,12 @@ get_obj(PyObject *o)
     return Py_NewRef(o != NULL ? o : Py_None);
 }
 
-static PyObject *get_extra(TransportObject *t, void *c) { return get_obj(t->extra); }
+static PyObject *
+get_extra(TransportObject *t, void *c)
+{
+    return make_extra(t) < 0 ? NULL : Py_NewRef(t->extra);
+}
+
 static PyObject *get_loop(TransportObject *t, void *c) { return get_obj((PyObject *)t->loop); }
 static PyObject *get_sock(TransportObject *t, void *c) { return get_obj(t->sock); }
 static PyObject *get_sock_fd(TransportObject *t, void *c) { return PyLong_FromLong(t->fd); }
@@ -1264,10 +1332,12 @@ static PyType_Spec transport_spec = {
 };
 
 /* _new_socket_transport(loop, sock, protocol, extra, server, context):
- * registers sock's fd with the loop's core (not read until _start). The
- * extra dict is asyncio's, filled by the caller; context is the
- * connection's own contextvars.Context (3.15) or None. On failure the socket is left as it
- * was, open, for the caller to close. */
+ * registers sock's fd with the loop's core (not read until _start). extra
+ * is None or the dict asyncio's transport would take (make_extra adds to
+ * it); a dict that holds only 'peername', as asyncio's accept makes, is not
+ * kept: the address is. context is the connection's own contextvars.Context
+ * (3.15) or None. On failure the socket is left as it was, open, for the
+ * caller to close. */
 static PyObject *
 new_socket_transport(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1285,8 +1355,8 @@ new_socket_transport(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "a goloop loop is required");
         return NULL;
     }
-    if (!PyDict_Check(extra)) {
-        PyErr_SetString(PyExc_TypeError, "extra must be a dict");
+    if (extra != Py_None && !PyDict_Check(extra)) {
+        PyErr_SetString(PyExc_TypeError, "extra must be a dict or None");
         return NULL;
     }
     if (goloop_check_forked() < 0)
@@ -1309,11 +1379,27 @@ new_socket_transport(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     int buffered = is_buffered(protocol);
     if (buffered < 0)
         return NULL;
-    TransportObject *t = PyObject_GC_New(TransportObject, transport_type);
-    if (t == NULL)
+    PyObject *peername = NULL;   /* kept apart from extra */
+    int given = 0;
+    if (extra != Py_None) {
+        PyObject *p = PyDict_GetItemWithError(extra, str_peername);   /* borrowed */
+        if (p == NULL && PyErr_Occurred())
+            return NULL;
+        given = p != NULL;
+        if (given && PyDict_GET_SIZE(extra) == 1) {
+            peername = Py_NewRef(p);
+            extra = Py_None;
+        }
+    }
+    if (!given && (peername = sock_address(sock, str_getpeername)) == NULL)
         return NULL;
-    memset(t->asyncio_slots, 0, sizeof(t->asyncio_slots));
-    t->extra = Py_NewRef(extra);
+    TransportObject *t = PyObject_GC_New(TransportObject, transport_type);
+    if (t == NULL) {
+        Py_XDECREF(peername);
+        return NULL;
+    }
+    t->extra = extra != Py_None ? Py_NewRef(extra) : NULL;
+    t->peername = peername;
     t->loop = (LoopObject *)Py_NewRef(loop);
     t->sock = NULL;   /* set once registered: a failure leaves the socket alone */
     t->protocol = Py_NewRef(protocol);
@@ -1323,11 +1409,10 @@ new_socket_transport(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     t->read_ctx = t->write_ctx = t->lost_ctx = NULL;
     t->dict = NULL;
     t->weakreflist = NULL;
-    memset(&t->view, 0, sizeof(t->view));
     t->fd = (int)fd;
     t->buffered = (char)buffered;
     t->protocol_paused = 0;
-    t->has_view = 0;
+    t->extra_made = 0;
     t->ws.idle = t->ws.closing = t->ws.reading = 0;
     t->id = GoloopStreamNew(((LoopObject *)loop)->id, (int)fd, (PyObject *)t, buffered, &t->ws);
     if (t->id < 0) {
@@ -1341,12 +1426,12 @@ new_socket_transport(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 }
 
 /* _set_transport_helpers(BufferedProtocol, fatal_error, callback_failed,
- * lost_failed, logger), once, from goloop/_loop.py. */
+ * lost_failed, logger, TransportSocket), once, from goloop/_loop.py. */
 static PyObject *
 set_transport_helpers(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "_set_transport_helpers() takes 5 arguments");
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "_set_transport_helpers() takes 6 arguments");
         return NULL;
     }
     Py_XSETREF(th.buffered_protocol, Py_NewRef(args[0]));
@@ -1354,6 +1439,7 @@ set_transport_helpers(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     Py_XSETREF(th.callback_failed, Py_NewRef(args[2]));
     Py_XSETREF(th.lost_failed, Py_NewRef(args[3]));
     Py_XSETREF(th.logger, Py_NewRef(args[4]));
+    Py_XSETREF(th.transport_socket, Py_NewRef(args[5]));
     Py_RETURN_NONE;
 }
 
@@ -1372,6 +1458,42 @@ intern(PyObject **s, const char *v)
     return *s == NULL ? -1 : 0;
 }
 
+/* Every __slots__ name of the bases must find one of the type's getsets
+ * first: their storage holds the transport's own fields (goloop.h). */
+static int
+check_slots_shadowed(PyTypeObject *type)
+{
+    PyObject *mro = type->tp_mro;
+    for (Py_ssize_t i = 1; i < PyTuple_GET_SIZE(mro); i++) {
+        PyObject *slots = PyObject_GetAttrString(PyTuple_GET_ITEM(mro, i), "__slots__");
+        if (slots == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                return -1;
+            PyErr_Clear();
+            continue;
+        }
+        PyObject *names = PyUnicode_Check(slots) ? PyTuple_Pack(1, slots) : PySequence_Tuple(slots);
+        Py_DECREF(slots);
+        if (names == NULL)
+            return -1;
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(names); j++) {
+            PyObject *name = PyTuple_GET_ITEM(names, j);
+            PyObject *d = PyObject_GetAttr((PyObject *)type, name);
+            int ok = d != NULL && Py_IS_TYPE(d, &PyGetSetDescr_Type);
+            Py_XDECREF(d);
+            if (!ok) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_RuntimeError,
+                             "goloop: no getset shadows the slot %R of asyncio's transports", name);
+                Py_DECREF(names);
+                return -1;
+            }
+        }
+        Py_DECREF(names);
+    }
+    return 0;
+}
+
 int
 goloop_init_transport_type(PyObject *module)
 {
@@ -1387,7 +1509,9 @@ goloop_init_transport_type(PyObject *module)
         intern(&str_set_exception, "set_exception") < 0 || intern(&str_done, "done") < 0 ||
         intern(&str_create_future, "create_future") < 0 ||
         intern(&str_fileno, "fileno") < 0 || intern(&str_debug, "debug") < 0 ||
-        intern(&str_warning, "warning") < 0)
+        intern(&str_warning, "warning") < 0 || intern(&str_getsockname, "getsockname") < 0 ||
+        intern(&str_getpeername, "getpeername") < 0 || intern(&str_socket, "socket") < 0 ||
+        intern(&str_sockname, "sockname") < 0 || intern(&str_peername, "peername") < 0)
         return -1;
     PyObject *transports = PyImport_ImportModule("asyncio.transports");
     if (transports == NULL)
@@ -1396,10 +1520,9 @@ goloop_init_transport_type(PyObject *module)
     Py_DECREF(transports);
     if (base == NULL)
         return -1;
-    if (((PyTypeObject *)base)->tp_basicsize > (Py_ssize_t)offsetof(TransportObject, extra)) {
-        PyErr_Format(PyExc_RuntimeError,
-                     "goloop: %s has more slots than goloop reserves (%d)",
-                     ((PyTypeObject *)base)->tp_name, GOLOOP_TRANSPORT_SLOTS);
+    if (((PyTypeObject *)base)->tp_basicsize > (Py_ssize_t)offsetof(TransportObject, empty_waiter)) {
+        PyErr_Format(PyExc_RuntimeError, "goloop: %s has more slots than goloop reuses",
+                     ((PyTypeObject *)base)->tp_name);
         Py_DECREF(base);
         return -1;
     }
@@ -1410,6 +1533,8 @@ goloop_init_transport_type(PyObject *module)
     transport_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &transport_spec, bases);
     Py_DECREF(bases);
     if (transport_type == NULL)
+        return -1;
+    if (check_slots_shadowed(transport_type) < 0)
         return -1;
     if (PyModule_AddObjectRef(module, "_SocketTransport", (PyObject *)transport_type) < 0)
         return -1;

@@ -40,30 +40,27 @@ const lostWritesWarning = 5
 // with, which Lost hands to connection_lost.
 var errProtocol = errors.New("goloop: protocol exception")
 
+// pyStream is kept small, as every idle connection has one: what only
+// some streams need for a while (a drain wait) is allocated then, and what
+// one stream uses at a time (writelines' slices) is the loop's.
 type pyStream struct {
 	loop *pyLoop
 	s    *core.Stream // nil once detached by the finalizer
 	self *C.PyObject  // the transport object (borrowed; see held)
-	fd   int
-	id   int // in the stream registry
-	slot int // index in loop.streams while the loop holds self, else -1
-	// bsink is the sink used while the protocol is a BufferedProtocol: the
-	// same stream, with GetBuffer and BufferUpdated.
-	bsink bufferedSink
-	lines [][]byte // reused by writelines
 	// fatal is the exception given to the stream's ForceClose as
 	// errProtocol (an owned reference), until Lost passes it on.
 	fatal *C.PyObject
-	// toldPaused: the protocol got pause_writing() and not yet
-	// resume_writing(). It differs from the core's own paused state only
-	// while drain (below) is active.
-	toldPaused bool
-	drain      drainWait
-	lent       bool // the fd is unregistered for the length of a sendfile
-	eof        bool // write_eof() called
 	// ws is C memory in the transport object, the write fast path's state
 	// (bridge.h); nil once the object is freed.
-	ws *C.goloop_wstate
+	ws    *C.goloop_wstate
+	drain *drainWait // while _make_empty_waiter's wait is on
+	slot  int32      // index in loop.streams while the loop holds self, else -1
+	// toldPaused: the protocol got pause_writing() and not yet
+	// resume_writing(). It differs from the core's own paused state only
+	// while drain is set.
+	toldPaused bool
+	lent       bool // the fd is unregistered for the length of a sendfile
+	eof        bool // write_eof() called
 }
 
 // drainWait is _make_empty_waiter's wait for the write buffer to empty. The
@@ -73,7 +70,6 @@ type pyStream struct {
 // protocol. Writing is refused while sendfile runs, so the buffer only
 // shrinks meanwhile.
 type drainWait struct {
-	active    bool
 	low, high int // the limits to restore
 }
 
@@ -83,6 +79,8 @@ var _ core.BufferedStreamSink = bufferedSink{}
 
 // bufferedSink is the sink of a stream whose protocol is an
 // asyncio.BufferedProtocol: reads go straight into get_buffer()'s memory.
+// It is the same stream, with GetBuffer and BufferUpdated; being one
+// pointer, it converts to core.StreamSink without an allocation.
 type bufferedSink struct{ *pyStream }
 
 // The stream registry: ids for C, reused, touched only with the GIL held.
@@ -107,7 +105,7 @@ func streamOf(id C.int) *pyStream { return streams.list[id] }
 // hold takes the loop's reference to the transport object.
 func (l *pyLoop) hold(p *pyStream) {
 	C.goloop_incref(p.self)
-	p.slot = len(l.streams)
+	p.slot = int32(len(l.streams))
 	l.streams = append(l.streams, p)
 }
 
@@ -158,8 +156,7 @@ func fail(err error) C.int {
 func GoloopStreamNew(loopID C.int, fd C.int, self *C.PyObject, buffered C.int, ws *C.goloop_wstate) (rc C.int) {
 	defer guard(&rc, nil)
 	l := loopOf(loopID)
-	p := &pyStream{loop: l, self: self, fd: int(fd), slot: -1}
-	p.bsink = bufferedSink{p}
+	p := &pyStream{loop: l, self: self, slot: -1}
 	s, err := core.NewStream(l.core, int(fd), p.sinkFor(buffered != 0))
 	if err != nil {
 		return fail(err)
@@ -190,7 +187,7 @@ func (p *pyStream) syncIdle() {
 	p.ws.reading = cbool(s.IsReading())
 }
 
-func cbool(b bool) C.int {
+func cbool(b bool) C.char {
 	if b {
 		return 1
 	}
@@ -208,7 +205,7 @@ func (p *pyStream) Closing() {
 
 func (p *pyStream) sinkFor(buffered bool) core.StreamSink {
 	if buffered {
-		return p.bsink
+		return bufferedSink{p}
 	}
 	return p
 }
@@ -241,8 +238,8 @@ func GoloopStreamDetach(id C.int) (rc C.int) {
 		p.s = nil
 		p.syncIdle()
 		s.SetSink(nil)
-		if p.loop.core.Owner(p.fd) == core.IO(s) {
-			if err := p.loop.core.Unregister(p.fd); err != nil {
+		if p.loop.core.Owner(s.Fd()) == core.IO(s) {
+			if err := p.loop.core.Unregister(s.Fd()); err != nil {
 				p.release()
 				return fail(err)
 			}
@@ -250,6 +247,27 @@ func GoloopStreamDetach(id C.int) (rc C.int) {
 	}
 	p.release()
 	return 0
+}
+
+// GoloopStreamOf returns the transport object whose stream owns fd on the
+// loop (borrowed), or NULL: what asyncio's loop._transports tells its
+// _ensure_fd_no_transport, without an entry per connection.
+//
+//export GoloopStreamOf
+func GoloopStreamOf(loopID C.int, fd C.int) *C.PyObject {
+	var rc C.int
+	defer guard(&rc, nil)
+	s, _ := loopOf(loopID).core.Owner(int(fd)).(*core.Stream)
+	if s == nil {
+		return nil
+	}
+	switch sink := s.Sink().(type) {
+	case *pyStream:
+		return sink.self
+	case bufferedSink:
+		return sink.self
+	}
+	return nil
 }
 
 //export GoloopStreamSetProtocol
@@ -327,7 +345,7 @@ func GoloopStreamWriteLines(id C.int, bufs *C.goloop_buf, n C.long) (rc C.int) {
 		return 0
 	}
 	p.loop.collect()
-	lines := p.lines[:0]
+	lines := p.loop.lines[:0]
 	if n > 0 {
 		for _, b := range unsafe.Slice(bufs, int(n)) {
 			if b.len > 0 {
@@ -340,7 +358,7 @@ func GoloopStreamWriteLines(id C.int, bufs *C.goloop_buf, n C.long) (rc C.int) {
 	before := p.s.LostWrites()
 	err := p.s.WriteLines(lines)
 	clear(lines) // keep no pointer into Python's buffers
-	p.lines = lines[:0]
+	p.loop.lines = lines[:0]
 	return p.writeResult(err, before)
 }
 
@@ -475,7 +493,7 @@ func GoloopStreamLimits(id C.int, low, high *C.longlong) (rc C.int) {
 	p := streamOf(id)
 	var lo, hi int
 	switch {
-	case p.drain.active:
+	case p.drain != nil:
 		lo, hi = p.drain.low, p.drain.high
 	case p.s != nil:
 		lo, hi = p.s.WriteBufferLimits()
@@ -504,16 +522,16 @@ func GoloopStreamSetLimits(id C.int, high, low C.longlong) (rc C.int) {
 		l = core.Unset
 	}
 	p.loop.collect()
-	if p.drain.active {
+	if d := p.drain; d != nil {
 		// The new limits are the ones to restore when the drain wait
 		// ends; set them for a moment (outside the wait, so a pause they
 		// cause reaches the protocol), then lower them again.
-		p.drain.active = false
+		p.drain = nil
 		err := p.s.SetWriteBufferLimits(h, l)
 		if err == nil {
-			p.drain.low, p.drain.high = p.s.WriteBufferLimits()
+			d.low, d.high = p.s.WriteBufferLimits()
 		}
-		p.drain.active = true
+		p.drain = d
 		if serr := p.s.SetWriteBufferLimits(0, 0); err == nil {
 			err = serr
 		}
@@ -539,11 +557,11 @@ func GoloopStreamDrainWait(id C.int) (rc C.int) {
 	if p.s == nil || p.s.GetWriteBufferSize() == 0 {
 		return 1
 	}
-	if p.drain.active {
+	if p.drain != nil {
 		return 0
 	}
 	low, high := p.s.WriteBufferLimits()
-	p.drain = drainWait{active: true, low: low, high: high}
+	p.drain = &drainWait{low: low, high: high}
 	if err := p.s.SetWriteBufferLimits(0, 0); err != nil {
 		return fail(err)
 	}
@@ -552,11 +570,12 @@ func GoloopStreamDrainWait(id C.int) (rc C.int) {
 
 // endDrain restores the limits a drain wait lowered.
 func (p *pyStream) endDrain() error {
-	if !p.drain.active {
+	d := p.drain
+	if d == nil {
 		return nil
 	}
-	p.drain.active = false
-	return p.s.SetWriteBufferLimits(p.drain.high, p.drain.low)
+	p.drain = nil
+	return p.s.SetWriteBufferLimits(d.high, d.low)
 }
 
 // GoloopStreamLendFD unregisters the fd from the core for a sendfile on
@@ -573,7 +592,7 @@ func GoloopStreamLendFD(id C.int) (rc C.int) {
 	if p.s.IsReading() || p.s.GetWriteBufferSize() > 0 {
 		return fail(errors.New("goloop: the transport must not be reading or writing while sendfile runs"))
 	}
-	if err := p.loop.core.Unregister(p.fd); err != nil {
+	if err := p.loop.core.Unregister(p.s.Fd()); err != nil {
 		return fail(err)
 	}
 	p.lent = true
@@ -602,7 +621,7 @@ func GoloopStreamReclaimFD(id C.int) (rc C.int) {
 	if p.s.IsClosing() {
 		return 0
 	}
-	if err := p.loop.core.Register(p.fd, p.s, 0); err != nil {
+	if err := p.loop.core.Register(p.s.Fd(), p.s, 0); err != nil {
 		return fail(err)
 	}
 	p.syncIdle()
@@ -632,7 +651,7 @@ func (p *pyStream) EOF() (bool, error) {
 }
 
 func (p *pyStream) PauseWriting() error {
-	if p.drain.active && p.s.GetWriteBufferSize() <= p.drain.high {
+	if p.drain != nil && p.s.GetWriteBufferSize() <= p.drain.high {
 		return nil // only the drain wait's limits were crossed
 	}
 	p.toldPaused = true
@@ -645,7 +664,7 @@ func (p *pyStream) PauseWriting() error {
 }
 
 func (p *pyStream) ResumeWriting() error {
-	if p.drain.active {
+	if p.drain != nil {
 		// The buffer is empty: restore the limits (nothing is paused by
 		// them at size 0) and wake _make_empty_waiter's future.
 		if err := p.endDrain(); err != nil {

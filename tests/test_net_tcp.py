@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 
@@ -760,6 +761,30 @@ def test_get_extra_info(loop, side):
             assert transport.get_extra_info("no such key") is None
             assert transport.get_extra_info("no such key", 42) == 42
             assert transport.get_protocol() is proto
+    support.run_guarded(loop, main())
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_get_extra_info_after_reset(loop, side):
+    # Nothing asks for the extra info while the connection is up; after the
+    # peer reset it and the transport closed its socket, the addresses are
+    # still there (goloop makes the extra dict only when asked, or before
+    # the socket closes).
+    async def main():
+        async with connection(loop, side) as (transport, proto, peer):
+            sockname, peername = peer.getpeername(), peer.getsockname()
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peer.close()
+            await wait(proto.lost)
+            assert isinstance(proto.exc, ConnectionResetError)
+            assert transport.get_extra_info("peername") == peername
+            assert transport.get_extra_info("sockname") == sockname
+            sock = transport.get_extra_info("socket")
+            assert isinstance(sock, asyncio.trsock.TransportSocket) and sock.fileno() == -1
+            extra = transport._extra
+            assert (extra["peername"], extra["sockname"], extra["socket"]) == (
+                peername, sockname, sock)
+            assert transport.get_extra_info("no such key", 42) == 42
     support.run_guarded(loop, main())
 
 
