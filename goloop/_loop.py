@@ -21,6 +21,7 @@ import time
 import warnings
 import weakref
 import selectors
+import socket
 from asyncio import (
     base_events,
     constants,

@@ -994,6 +994,7 @@ new_datagram_transport(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     memset((char *)t + sizeof(PyObject), 0, sizeof(DatagramObject) - sizeof(PyObject));
     TransportObject *b = &t->base;
     b->extra = Py_NewRef(extra);
+    b->extra_made = 1;   /* _datagram_transport filled it, as asyncio does */
     b->loop = (LoopObject *)Py_NewRef(loop);
     b->protocol = Py_NewRef(protocol);   /* sock is set once registered */
     b->fd = (int)fd;
@@ -1060,6 +1061,8 @@ goloop_init_datagram_type(PyObject *module)
     datagram_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &datagram_spec, bases);
     Py_DECREF(bases);
     if (datagram_type == NULL)
+        return -1;
+    if (goloop_check_slots_shadowed(datagram_type) < 0)
         return -1;
     if (PyModule_AddObjectRef(module, "_DatagramTransport", (PyObject *)datagram_type) < 0)
         return -1;

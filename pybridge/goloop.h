@@ -151,10 +151,13 @@ typedef struct {
     goloop_wstate ws;        /* written by stream.go */
     char buffered;           /* protocol is an asyncio.BufferedProtocol */
     char protocol_paused;    /* pause_writing() called, resume_writing() not yet */
-    char extra_made;         /* extra is the complete dict (make_extra) */
+    char extra_made;         /* extra is the complete dict (make_extra; a datagram's always) */
 } TransportObject;
 
 int goloop_init_transport_type(PyObject *module);
+/* 0 if a getset of type shadows every __slots__ name of its bases (whose
+ * storage a TransportObject reuses), else -1 with RuntimeError. */
+int goloop_check_slots_shadowed(PyTypeObject *type);
 
 /* sock.c: the native halves of sock_recv, sock_recv_into, sock_sendall,
  * sock_accept and the datagram sock_* calls. A parked call is a _SockOp, held by the Go core as the fd's

@@ -1460,8 +1460,8 @@ intern(PyObject **s, const char *v)
 
 /* Every __slots__ name of the bases must find one of the type's getsets
  * first: their storage holds the transport's own fields (goloop.h). */
-static int
-check_slots_shadowed(PyTypeObject *type)
+int
+goloop_check_slots_shadowed(PyTypeObject *type)
 {
     PyObject *mro = type->tp_mro;
     for (Py_ssize_t i = 1; i < PyTuple_GET_SIZE(mro); i++) {
@@ -1534,7 +1534,7 @@ goloop_init_transport_type(PyObject *module)
     Py_DECREF(bases);
     if (transport_type == NULL)
         return -1;
-    if (check_slots_shadowed(transport_type) < 0)
+    if (goloop_check_slots_shadowed(transport_type) < 0)
         return -1;
     if (PyModule_AddObjectRef(module, "_SocketTransport", (PyObject *)transport_type) < 0)
         return -1;
