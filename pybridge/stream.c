@@ -155,9 +155,12 @@ scope_leave(TransportObject *t, scope *s, int rc, const char *handle, PyObject *
     Py_XDECREF(limit);
     PyObject *r = NULL;
     if (!PyErr_Occurred() && dt >= slow) {
-        PyObject *desc = arg != NULL ?
-            PyUnicode_FromFormat("<Handle _SocketTransport.%s(%R)>", handle, arg) :
-            PyUnicode_FromFormat("<Handle _SocketTransport.%s()>", handle);
+        /* the type's own name: datagram.c's transports come here too */
+        PyObject *type = PyType_GetName(Py_TYPE(t));
+        PyObject *desc = type == NULL ? NULL : arg != NULL ?
+            PyUnicode_FromFormat("<Handle %U.%s(%R)>", type, handle, arg) :
+            PyUnicode_FromFormat("<Handle %U.%s()>", type, handle);
+        Py_XDECREF(type);
         if (desc != NULL)
             r = PyObject_CallMethod(th.logger, "warning", "sOd",
                                     "Executing %s took %.3f seconds", desc, dt);
