@@ -418,3 +418,28 @@ func TestDatagramUnixAddresses(t *testing.T) {
 	r.takeLog()
 	d.Abort()
 }
+
+// TestDatagramClosedBeforeItsTurn: a datagram waiting at the poll is
+// handled after the callbacks queued before it; one of them aborting the
+// transport means the datagram is never delivered, and Lost comes once.
+func TestDatagramClosedBeforeItsTurn(t *testing.T) {
+	r := newLoop(t)
+	fd, addr := udpSocket(t)
+	src, _ := udpSocket(t)
+	if err := unix.Sendto(src, []byte("late"), 0, addr); err != nil {
+		t.Fatal(err)
+	}
+	d, k := r.datagram("d", fd)
+	k.lost = func(error) error { r.l.Stop(); return nil }
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.soon(r.item("abort", func() error { return d.Abort() }))
+	r.deadline(5)
+	if err := r.run(); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"run:abort", "d:lost:nil"}, withoutPolls(r.takeLog())); diff != "" {
+		t.Errorf("log (-want +got):\n%s", diff)
+	}
+}
