@@ -1,14 +1,21 @@
 package core
 
-import "golang.org/x/sys/unix"
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
 
 // ListenerSink receives a Listener's connections, on the loop thread. An
 // error returned ends the accept round and is returned from Loop.Run.
 type ListenerSink interface {
 	// Accepted hands over a new connection: fd is non-blocking and
-	// close-on-exec, and from now the sink's to close; sa is the peer's
-	// address (nil if the kernel gave none).
-	Accepted(fd int, sa unix.Sockaddr) error
+	// close-on-exec, and from now the sink's to close. sa is the peer's
+	// address as the kernel wrote it (a struct sockaddr of len(sa) bytes,
+	// empty if it gave none), valid for the call only: raw, because
+	// x/sys/unix's parsed form loses what Python's socket module shows (an
+	// unnamed Unix peer becomes "@", IPv6 loses its flow info).
+	Accepted(fd int, sa []byte) error
 	// AcceptError reports an accept(2) failure other than the ones
 	// retried silently. For EMFILE, ENFILE, ENOBUFS and ENOMEM the
 	// listener has stopped accepting and resumes by itself after
@@ -34,6 +41,7 @@ type Listener struct {
 	closed  bool  // Close called
 	retry   *task // pending resumption after a resource error
 	delay   float64
+	rsa     unix.RawSockaddrAny // accept4's address buffer, reused
 }
 
 var _ IO = (*Listener)(nil)
@@ -102,9 +110,10 @@ func (ln *Listener) Fd() int { return ln.fd }
 // Ready accepts up to backlog connections.
 func (ln *Listener) Ready(Events) error {
 	for i := 0; i < ln.backlog && ln.serving; i++ {
-		fd, sa, err := unix.Accept4(ln.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		fd, n, err := accept4(ln.fd, &ln.rsa)
 		switch err {
 		case nil:
+			sa := unsafe.Slice((*byte)(unsafe.Pointer(&ln.rsa)), n)
 			if err := ln.sink.Accepted(fd, sa); err != nil {
 				return err
 			}

@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"testing"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
@@ -17,18 +18,40 @@ type lsink struct {
 	failed   func(err error) error
 }
 
-func (s *lsink) Accepted(fd int, sa unix.Sockaddr) error {
+func (s *lsink) Accepted(fd int, sa []byte) error {
 	s.r.locked("Accepted")
 	s.fds = append(s.fds, fd)
 	s.r.t.Cleanup(func() { unix.Close(fd) })
-	if _, ok := sa.(*unix.SockaddrInet4); !ok {
-		s.r.t.Errorf("Accepted with address %#v, want an IPv4 one", sa)
-	}
+	s.checkPeer(fd, sa)
 	s.r.log = append(s.r.log, "accepted")
 	if s.accepted != nil {
 		return s.accepted(fd)
 	}
 	return nil
+}
+
+// checkPeer: the raw address is the peer's, as getpeername reports it.
+func (s *lsink) checkPeer(fd int, sa []byte) {
+	t := s.r.t
+	if len(sa) != unix.SizeofSockaddrInet4 {
+		t.Errorf("Accepted with a %d-byte address, want an IPv4 one (%d)", len(sa), unix.SizeofSockaddrInet4)
+		return
+	}
+	peer, err := unix.Getpeername(fd)
+	if err != nil {
+		t.Errorf("getpeername: %v", err)
+		return
+	}
+	p, ok := peer.(*unix.SockaddrInet4)
+	if !ok {
+		t.Errorf("getpeername gave %#v", peer)
+		return
+	}
+	raw := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa[0]))
+	port := int(raw.Port>>8 | raw.Port<<8) // network byte order
+	if raw.Family != unix.AF_INET || raw.Addr != p.Addr || port != p.Port {
+		t.Errorf("Accepted with %+v, want the peer %+v", raw, p)
+	}
 }
 
 func (s *lsink) AcceptError(err error) error {
@@ -214,4 +237,79 @@ func TestListenerEMFILE(t *testing.T) {
 	if !ln.Serving() {
 		t.Errorf("not serving after the retry")
 	}
+}
+
+// rawSink keeps a copy of each raw peer address.
+type rawSink struct {
+	r     *recorder
+	addrs [][]byte
+	want  int
+}
+
+func (s *rawSink) Accepted(fd int, sa []byte) error {
+	unix.Close(fd)
+	s.addrs = append(s.addrs, append([]byte(nil), sa...))
+	if len(s.addrs) == s.want {
+		s.r.l.Stop()
+	}
+	return nil
+}
+
+func (s *rawSink) AcceptError(err error) error { return err }
+
+// TestListenerRawUnixAddresses: the address is what the kernel wrote, with
+// its length: just the family for an unnamed Unix peer, the family and
+// name (leading NUL included) for an abstract one. The buffer is reused,
+// so the length is what tells them apart.
+func TestListenerRawUnixAddresses(t *testing.T) {
+	r := newLoop(t)
+	path := t.TempDir() + "/l.sock"
+	lfd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeLater(t, lfd)
+	if err := unix.Bind(lfd, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(lfd, 4); err != nil {
+		t.Fatal(err)
+	}
+	abstract := "@goloop-core-test-" + t.Name()
+	for _, name := range []string{abstract, ""} {
+		c, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeLater(t, c)
+		if name != "" {
+			if err := unix.Bind(c, &unix.SockaddrUnix{Name: name}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := unix.Connect(c, &unix.SockaddrUnix{Name: path}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k := &rawSink{r: r, want: 2}
+	ln, err := core.NewListener(r.l, lfd, 4, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ln.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.deadline(5)
+	if err := r.run(); err != nil {
+		t.Fatal(err)
+	}
+	family := []byte{unix.AF_UNIX, 0}
+	want := [][]byte{
+		append(append(family[:2:2], 0), abstract[1:]...),
+		family,
+	}
+	if diff := cmp.Diff(want, k.addrs); diff != "" {
+		t.Errorf("raw addresses (-want +got):\n%s", diff)
+	}
+	r.takeLog()
 }

@@ -85,6 +85,21 @@ func read(fd int, b []byte) (int, error) {
 	return int(n), nil
 }
 
+// accept4 takes a connection off a listening socket, non-blocking and
+// close-on-exec, and leaves the peer's address in rsa: it returns the new
+// descriptor and the address's length. A raw system call as the reads and
+// writes above (the listener is non-blocking), and without
+// unix.Accept4's allocation of a parsed address per connection.
+func accept4(fd int, rsa *unix.RawSockaddrAny) (int, int, error) {
+	n := uint32(unix.SizeofSockaddrAny)
+	nfd, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(rsa)),
+		uintptr(unsafe.Pointer(&n)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	if e != 0 {
+		return -1, 0, e
+	}
+	return int(nfd), int(min(n, unix.SizeofSockaddrAny)), nil
+}
+
 // checkNonblocking fails for a descriptor in blocking mode, which would
 // stall the whole loop on its first read or write.
 func checkNonblocking(fd int) error {
