@@ -11,6 +11,7 @@ the selector, _ready or _scheduled are written here against the Go core.
 """
 
 import asyncio
+import contextvars
 import errno
 import inspect
 import os
@@ -52,6 +53,9 @@ _FORMAT_HAS_DEBUG = "debug" in inspect.signature(format_helpers._format_callback
 _ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
 _CHECK_FD_ON_MAKE = sys.version_info >= (3, 12)
 _SockOp = _goloop._SockOp
+# _accept_connection takes up to backlog connections per readiness, and one
+# more from 3.14 on.
+_ACCEPTS_PER_ROUND_EXTRA = 1 if sys.version_info >= (3, 14) else 0
 _iscoroutinefunction = getattr(coroutines, "_iscoroutinefunction", coroutines.iscoroutinefunction)
 
 
@@ -414,9 +418,45 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
             )
         return _datagram_transport(self, sock, protocol, address, waiter, extra)
 
-    _start_serving = _Selector._start_serving
+    def _start_serving(
+        self,
+        protocol_factory,
+        sock,
+        sslcontext=None,
+        server=None,
+        backlog=100,
+        ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+        context=None,
+    ):
+        # 3.15 passes the server's context, which each connection copies
+        # as its own.
+        more = () if context is None else (context,)
+        if sslcontext:
+            # TLS servers are accepted by asyncio's _accept_connection (a
+            # reader on the Go poller and a Task per connection), which
+            # sets up sslproto over the native transport.
+            _Selector._start_serving(
+                self, protocol_factory, sock, sslcontext, server, backlog,
+                ssl_handshake_timeout, ssl_shutdown_timeout, *more,
+            )
+            return
+        # The Go core accepts, and for each connection listener.c does
+        # what _accept_connection and _accept_connection2 do, in a copy of
+        # this context as asyncio's reader and Task have it (or of the
+        # server's).
+        _goloop._serve(
+            self, sock, protocol_factory, server,
+            backlog + _ACCEPTS_PER_ROUND_EXTRA,
+            contextvars.copy_context() if context is None else context,
+            (protocol_factory, sock, sslcontext, server, backlog,
+             ssl_handshake_timeout, ssl_shutdown_timeout, *more),
+            context is not None,
+        )
+
     _accept_connection = _Selector._accept_connection
     _accept_connection2 = _Selector._accept_connection2
+
     def _stop_serving(self, sock):
         # _UnixSelectorEventLoop's (3.13+; the dict stays empty before):
         # remove the socket file create_unix_server made, unless it was
@@ -425,7 +465,10 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
             path = sock.getsockname()
         else:
             path = None
-        _Selector._stop_serving(self, sock)
+        # BaseSelectorEventLoop's, for either accept path.
+        if not _goloop._unserve(self, sock.fileno()):
+            self._remove_reader(sock.fileno())
+        sock.close()
         if path is not None:
             prev_ino = self._unix_server_sockets[sock]
             del self._unix_server_sockets[sock]
@@ -704,6 +747,38 @@ def _transport_callback_failed(transport, exc, message):
     )
 
 
+def _accept_failed(loop, exc, protocol):
+    # The except branch of asyncio's _accept_connection2, in debug mode
+    # (listener.c checks it): the protocol factory or the transport's set-up
+    # failed, and the accepted socket is closed.
+    context = {
+        "message": "Error on transport creation for incoming connection",
+        "exception": exc,
+    }
+    if protocol is not None:
+        context["protocol"] = protocol
+    loop.call_exception_handler(context)
+
+
+def _accept_error(loop, exc, args):
+    # What asyncio's _accept_connection does with an accept() failure that
+    # the Go core does not retry silently. args are its own arguments.
+    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+        # The core has stopped accepting, and resumes after
+        # constants.ACCEPT_RETRY_DELAY.
+        loop.call_exception_handler(
+            {
+                "message": "socket.accept() out of system resource",
+                "exception": exc,
+                "socket": trsock.TransportSocket(args[1]),
+            }
+        )
+    else:
+        # Raised out of asyncio's reader callback, which the loop reports
+        # as a failing callback; accepting goes on at the next readiness.
+        _callback_failed(events.Handle(loop._accept_connection, args, loop), exc)
+
+
 def _connection_lost_failed(loop, transport, arg, exc):
     # asyncio calls _call_connection_lost through call_soon, so a failing
     # connection_lost() reaches the handler as a failing callback.
@@ -791,3 +866,4 @@ _goloop._set_transport_helpers(
     trsock.TransportSocket,
 )
 _goloop._set_datagram_helpers(_datagram_callback_failed, _datagram_sendto_slow, _logger)
+_goloop._set_listener_helpers(socket.socket, _accept_failed, _accept_error, _logger)

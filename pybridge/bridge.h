@@ -96,6 +96,30 @@ int goloop_datagram_received(PyObject *t, const char *buf, long n, const char *a
 int goloop_datagram_error(PyObject *t, PyObject *exc, int mode);
 int goloop_visit_objects(goloop_visitproc visit, void *arg, uintptr_t *objs, long n);
 
+/* listener.c: what a server's listening socket needs at each accept.
+ * Allocated by _serve and owned by the Go listener (listener.go) from
+ * GoloopListenerNew on; freed with goloop_listener_free, with the GIL held.
+ * The objects are new references. */
+typedef struct {
+    PyObject *sock;      /* the listening socket.socket */
+    PyObject *factory;   /* the protocol factory */
+    PyObject *server;    /* base_events.Server, or None */
+    PyObject *context;   /* contextvars.Context, copied per connection */
+    PyObject *args;      /* asyncio's _accept_connection arguments, for error reports */
+    int family, type, proto;
+    int own_context;     /* each connection keeps its copy as its own context (3.15) */
+} goloop_listener;
+/* A connection accepted on l's socket: fd is non-blocking and now C's;
+ * sa is the peer's raw struct sockaddr (salen bytes, lent for the call).
+ * loop is the running loop object (borrowed). Returns 0, or -1 with
+ * KeyboardInterrupt or SystemExit set (any other failure is asyncio's
+ * 'Error on transport creation', handled here). */
+int goloop_accepted(PyObject *loop, goloop_listener *l, int fd, const char *sa, long salen);
+/* An accept(2) failure the core does not retry silently; steals exc. */
+int goloop_accept_error(PyObject *loop, goloop_listener *l, PyObject *exc);
+void goloop_listener_free(goloop_listener *l);
+int goloop_listener_visit(goloop_listener *l, goloop_visitproc visit, void *arg);
+
 /* module.c */
 void goloop_incref(PyObject *o);
 void goloop_decref(PyObject *o);

@@ -37,6 +37,7 @@ func GoloopFree(id C.int) (rc C.int) {
 	err := l.core.Close()
 	l.releaseStreams()
 	l.releaseDatagrams()
+	l.releaseListeners()
 	unregister(int(id))
 	if err != nil {
 		setError(err)
@@ -88,9 +89,11 @@ func GoloopClose(id C.int) (rc C.int) {
 		return -1
 	}
 	// As when asyncio closes its selector: the loop lets go of its open
-	// transports, and those nothing else holds warn and close their socket.
+	// transports, and those nothing else holds warn and close their socket;
+	// and of its servers' listening sockets.
 	l.releaseStreams()
 	l.releaseDatagrams()
+	l.releaseListeners()
 	return 0
 }
 
@@ -102,6 +105,7 @@ func GoloopClear(id C.int) (rc C.int) {
 	l.core.Clear()
 	l.releaseStreams()
 	l.releaseDatagrams()
+	l.releaseListeners()
 	return 0
 }
 
@@ -232,6 +236,11 @@ func GoloopTraverse(id C.int, self *C.PyObject, visit C.goloop_visitproc, arg un
 		rc = C.goloop_visit_objects(visit, arg, (*C.uintptr_t)(unsafe.Pointer(&objs[0])), C.long(len(objs)))
 		clear(objs)
 		l.scratch = objs[:0]
+	}
+	for _, p := range l.listeners {
+		if rc == 0 {
+			rc = C.goloop_listener_visit(p.spec, visit, arg)
+		}
 	}
 	return rc
 }

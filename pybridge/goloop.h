@@ -158,6 +158,13 @@ int goloop_init_transport_type(PyObject *module);
 /* 0 if a getset of type shadows every __slots__ name of its bases (whose
  * storage a TransportObject reuses), else -1 with RuntimeError. */
 int goloop_check_slots_shadowed(PyTypeObject *type);
+PyObject *goloop_transport_new(LoopObject *loop, PyObject *sock, PyObject *protocol,
+                               PyObject *extra, PyObject *peername, PyObject *server,
+                               PyObject *context, int fd);
+void goloop_transport_abandon(PyObject *transport);
+
+/* listener.c: the native accept path of create_server (listener.go). */
+int goloop_init_listener(PyObject *module);
 
 /* sock.c: the native halves of sock_recv, sock_recv_into, sock_sendall,
  * sock_accept and the datagram sock_* calls. A parked call is a _SockOp, held by the Go core as the fd's

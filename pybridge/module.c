@@ -215,6 +215,7 @@ PyInit__goloop(void)
         goloop_init_transport_type(m) < 0 ||
         goloop_init_sock(m) < 0 ||
         goloop_init_datagram_type(m) < 0 ||
+        goloop_init_listener(m) < 0 ||
         PyModule_AddObjectRef(m, "LoopBase", (PyObject *)&Goloop_LoopType) < 0 ||
         PyModule_AddObjectRef(m, "Handle", (PyObject *)goloop_handle_type) < 0 ||
         PyModule_AddObjectRef(m, "TimerHandle", (PyObject *)goloop_timer_type) < 0 ||

@@ -32,8 +32,11 @@ type pyLoop struct {
 	streams []*pyStream
 	// datagrams are the same for datagram transports (datagram.go).
 	datagrams []*pyDatagram
-	scratch []*C.PyObject // reused by traverse
-	lines   [][]byte      // reused by a stream's writelines
+	// listeners are the servers' listening sockets this loop accepts on
+	// (listener.go), by fd.
+	listeners map[int]*pyListener
+	scratch   []*C.PyObject // reused by traverse
+	lines     [][]byte      // reused by a stream's writelines
 	// lastYield is when Collect last yielded to the Go scheduler.
 	lastYield int64
 }

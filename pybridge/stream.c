@@ -1334,6 +1334,68 @@ static PyType_Spec transport_spec = {
     .slots = transport_slots,
 };
 
+/* A transport for sock (whose descriptor is fd) on loop, registered with the
+ * loop's core but not read until _start: _new_socket_transport's work, also
+ * done for each connection a server accepts (listener.c). extra is NULL or
+ * a dict for make_extra to add to; peername, the peer's address (NULL if
+ * extra has it), is stolen. server is NULL or None for none; context is the connection's own
+ * contextvars.Context (3.15), or NULL or None. On failure the socket is
+ * left as it was, open, for the caller to close. */
+PyObject *
+goloop_transport_new(LoopObject *loop, PyObject *sock, PyObject *protocol, PyObject *extra,
+                     PyObject *peername, PyObject *server, PyObject *context, int fd)
+{
+    int buffered = is_buffered(protocol);
+    if (buffered < 0) {
+        Py_XDECREF(peername);
+        return NULL;
+    }
+    TransportObject *t = PyObject_GC_New(TransportObject, transport_type);
+    if (t == NULL) {
+        Py_XDECREF(peername);
+        return NULL;
+    }
+    t->extra = extra != NULL && extra != Py_None ? Py_NewRef(extra) : NULL;
+    t->peername = peername;
+    t->loop = (LoopObject *)Py_NewRef(loop);
+    t->sock = NULL;   /* set once registered: a failure leaves the socket alone */
+    t->protocol = Py_NewRef(protocol);
+    t->server = server != NULL && server != Py_None ? Py_NewRef(server) : NULL;
+    t->empty_waiter = NULL;
+    t->context = context != NULL && context != Py_None ? Py_NewRef(context) : NULL;
+    t->read_ctx = t->write_ctx = t->lost_ctx = NULL;
+    t->dict = NULL;
+    t->weakreflist = NULL;
+    t->fd = fd;
+    t->buffered = (char)buffered;
+    t->protocol_paused = 0;
+    t->extra_made = 0;
+    t->ws.idle = t->ws.closing = t->ws.reading = 0;
+    t->id = GoloopStreamNew(loop->id, fd, (PyObject *)t, buffered, &t->ws);
+    if (t->id < 0) {
+        Py_CLEAR(t->server);   /* not attached */
+        Py_DECREF(t);
+        return NULL;
+    }
+    t->sock = Py_NewRef(sock);
+    PyObject_GC_Track(t);
+    return (PyObject *)t;
+}
+
+/* A transport whose set-up failed after goloop_transport_new (its server
+ * refused it): as asyncio's half-made transport, it is never started and
+ * its protocol hears nothing; the core lets go of the fd, and the socket
+ * is closed. The server is dropped without _detach (it never attached). */
+void
+goloop_transport_abandon(PyObject *o)
+{
+    TransportObject *t = T(o);
+    if (t->id >= 0 && GoloopStreamDetach(t->id) < 0)
+        PyErr_WriteUnraisable(o);
+    close_socket(t);
+    Py_CLEAR(t->server);
+}
+
 /* _new_socket_transport(loop, sock, protocol, extra, server, context):
  * registers sock's fd with the loop's core (not read until _start). extra
  * is None or the dict asyncio's transport would take (make_extra adds to
@@ -1379,9 +1441,6 @@ new_socket_transport(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %ld", fd);
         return NULL;
     }
-    int buffered = is_buffered(protocol);
-    if (buffered < 0)
-        return NULL;
     PyObject *peername = NULL;   /* kept apart from extra */
     int given = 0;
     if (extra != Py_None) {
@@ -1396,36 +1455,8 @@ new_socket_transport(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     }
     if (!given && (peername = sock_address(sock, str_getpeername)) == NULL)
         return NULL;
-    TransportObject *t = PyObject_GC_New(TransportObject, transport_type);
-    if (t == NULL) {
-        Py_XDECREF(peername);
-        return NULL;
-    }
-    t->extra = extra != Py_None ? Py_NewRef(extra) : NULL;
-    t->peername = peername;
-    t->loop = (LoopObject *)Py_NewRef(loop);
-    t->sock = NULL;   /* set once registered: a failure leaves the socket alone */
-    t->protocol = Py_NewRef(protocol);
-    t->server = server != Py_None ? Py_NewRef(server) : NULL;
-    t->empty_waiter = NULL;
-    t->context = context != Py_None ? Py_NewRef(context) : NULL;
-    t->read_ctx = t->write_ctx = t->lost_ctx = NULL;
-    t->dict = NULL;
-    t->weakreflist = NULL;
-    t->fd = (int)fd;
-    t->buffered = (char)buffered;
-    t->protocol_paused = 0;
-    t->extra_made = 0;
-    t->ws.idle = t->ws.closing = t->ws.reading = 0;
-    t->id = GoloopStreamNew(((LoopObject *)loop)->id, (int)fd, (PyObject *)t, buffered, &t->ws);
-    if (t->id < 0) {
-        Py_CLEAR(t->server);   /* not attached */
-        Py_DECREF(t);
-        return NULL;
-    }
-    t->sock = Py_NewRef(sock);
-    PyObject_GC_Track(t);
-    return (PyObject *)t;
+    return goloop_transport_new((LoopObject *)loop, sock, protocol, extra, peername, server,
+                                context, (int)fd);
 }
 
 /* _set_transport_helpers(BufferedProtocol, fatal_error, callback_failed,
