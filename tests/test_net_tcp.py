@@ -11,7 +11,9 @@ the same scenario on the stock loop.
 
 import asyncio
 import contextlib
+import contextvars
 import errno
+import gc
 import io
 import os
 import re
@@ -20,6 +22,7 @@ import socket
 import struct
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -624,6 +627,229 @@ def test_server_close_or_abort_clients(loop, method):
 
     expected = support.run_on_reference(scenario)
     assert all(r[0] == ["made", "lost"] and r[1] is None for r in expected)
+    assert scenario(loop) == expected
+
+
+# The accept path: what asyncio's _accept_connection and _accept_connection2
+# do for each connection (goloop: the Go core accepts, listener.c serves).
+
+
+def blocking_clients(server, n):
+    """n clients connected before the loop runs again: the kernel completes
+    the handshakes, so the connections wait in the listener's queue."""
+    addr = server.sockets[0].getsockname()[:2]
+    return [socket.create_connection(addr, timeout=support.GUARD) for _ in range(n)]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_accept_burst(loop, host):
+    """Connections queued at once are all accepted, each with its own
+    protocol and transport, with asyncio's extra info (IPv6 addresses with
+    their flow info and scope id) and TCP_NODELAY."""
+    if host == "::1":
+        try:
+            listening_socket("::1", socket.AF_INET6).close()
+        except OSError as exc:
+            pytest.skip(f"no IPv6 loopback: {exc}")
+
+    def scenario(lp):
+        async def main():
+            accepting = Accepting()
+            server = await lp.create_server(accepting, host, 0)
+            clients = blocking_clients(server, 40)
+            protos = [await accepting.next() for _ in clients]
+            peers = sorted(p.transport.get_extra_info("peername") for p in protos)
+            socks = [p.transport.get_extra_info("socket") for p in protos]
+            facts = {
+                "peernames are the clients'": peers == sorted(c.getsockname() for c in clients),
+                "socknames": {p.transport.get_extra_info("sockname") for p in protos}
+                == {server.sockets[0].getsockname()},
+                "socket": {type(s).__name__ for s in socks},
+                "nodelay": {s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+                            for s in socks},
+                "timeout": {s.gettimeout() for s in socks},
+                "family/type/proto": {(s.family, s.type, s.proto) for s in socks},
+                "calls": {tuple(p.calls) for p in protos},
+                "distinct transports": len({id(p.transport) for p in protos}),
+            }
+            for c in clients:
+                c.close()
+            for p in protos:
+                await wait(p.lost)
+            server.close()
+            await wait(server.wait_closed())
+            return facts
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected["peernames are the clients'"] and expected["distinct transports"] == 40
+    assert scenario(loop) == expected
+
+
+def test_accept_without_tcp_proto_leaves_nagle_on(loop):
+    """asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP:
+    a listener made with socket.socket() (proto 0) gives sockets without."""
+    def scenario(lp):
+        async def main():
+            accepting = Accepting()
+            lsock = listening_socket()
+            server = await lp.create_server(accepting, sock=lsock)
+            (client,) = blocking_clients(server, 1)
+            proto = await accepting.next()
+            sock = proto.transport.get_extra_info("socket")
+            result = (sock.proto, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            client.close()
+            await wait(proto.lost)
+            server.close()
+            await wait(server.wait_closed())
+            return result
+        return support.run_guarded(lp, main())
+
+    assert scenario(loop) == support.run_on_reference(scenario)
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_accept_protocol_factory_raising(loop, debug):
+    """A failing protocol factory: the accepted connection is closed, the
+    exception handler hears of it in debug mode only, and the server keeps
+    serving."""
+    def scenario(lp):
+        async def main():
+            lp.set_debug(debug)
+            reports = []
+            lp.set_exception_handler(lambda _, ctx: reports.append(
+                (ctx["message"], type(ctx.get("exception")).__name__, sorted(ctx))))
+            made = []
+
+            def factory():
+                if not made:
+                    made.append("failed")
+                    raise ZeroDivisionError("no protocol")
+                proto = Recorder()
+                made.append(proto)
+                return proto
+
+            server = await lp.create_server(factory, "127.0.0.1", 0)
+            first = await connected_peer(lp, server)
+            while not made:
+                await asyncio.sleep(0)
+            await iterations(3)
+            # asyncio leaves the accepted socket to the garbage collector
+            # (in a reference cycle with the exception in debug mode); goloop
+            # has closed it.
+            gc.collect()
+            outcome = await wait(recv_until_eof(lp, first))
+            first.close()
+            second = await connected_peer(lp, server)
+            while len(made) < 2:
+                await asyncio.sleep(0)
+            proto = made[1]
+            await wait(proto.made)
+            second.close()
+            await wait(proto.lost)
+            server.close()
+            await wait(server.wait_closed())
+            lp.set_debug(False)
+            return outcome, reports, proto.calls
+        # asyncio's accepted socket, left to the garbage collector, warns.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected[0] == (b"", "eof")
+    assert len(expected[1]) == (1 if debug else 0)
+    assert scenario(loop) == expected
+
+
+def test_server_close_with_connections_queued(loop):
+    """close() with connections still in the listener's queue: none is
+    accepted, the clients are reset, wait_closed() returns."""
+    def scenario(lp):
+        async def main():
+            made = []
+            server = await lp.create_server(lambda: made.append(1) or Recorder(), "127.0.0.1", 0)
+            clients = blocking_clients(server, 5)
+            server.close()
+            await wait(server.wait_closed())
+            outcomes = []
+            for c in clients:
+                c.setblocking(False)
+                outcomes.append(await wait(recv_until_eof(lp, c)))
+                c.close()
+            await iterations(3)
+            return made, outcomes
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected == ([], [(b"", "reset")] * 5)
+    assert scenario(loop) == expected
+
+
+def test_server_close_and_wait_closed_with_live_clients(loop):
+    """close() with three connections open: they go on working; whether
+    wait_closed() waits for the last of them is per version."""
+    def scenario(lp):
+        async def main():
+            accepting = Accepting()
+            server = await lp.create_server(accepting, "127.0.0.1", 0)
+            peers = [await connected_peer(lp, server) for _ in range(3)]
+            protos = [await accepting.next() for _ in peers]
+            server.close()
+            waiting = lp.create_task(server.wait_closed())
+            steps = [("serving", server.is_serving(), server.sockets)]
+            for proto, peer in zip(protos, peers):
+                proto.transport.write(b"open")
+                got = await recv_exactly(lp, peer, 4)
+                await iterations(3)
+                steps.append((got, waiting.done()))
+                peer.close()
+                await wait(proto.lost)
+                await iterations(3)
+                steps.append(("closed one", waiting.done()))
+            await wait(waiting)
+            return steps
+        return support.run_guarded(lp, main())
+
+    assert scenario(loop) == support.run_on_reference(scenario)
+
+
+def test_accept_runs_the_protocol_factory_in_a_context_copy(loop):
+    """The factory runs in a copy of the context create_server ran in, as
+    asyncio's Task per connection does: what it sets is seen by
+    connection_made and goes no further."""
+    var = contextvars.ContextVar("var", default="unset")
+
+    def scenario(lp):
+        async def main():
+            var.set("server")
+            seen = []
+
+            class Proto(Recorder):
+                def __init__(self):
+                    seen.append(("factory", var.get()))
+                    var.set("factory")
+                    super().__init__()
+
+                def connection_made(self, transport):
+                    seen.append(("made", var.get()))
+                    super().connection_made(transport)
+
+            accepting = Accepting(Proto)
+            server = await lp.create_server(accepting, "127.0.0.1", 0)
+            var.set("later")
+            peer = await connected_peer(lp, server)
+            proto = await accepting.next()
+            seen.append(("main", var.get()))
+            peer.close()
+            await wait(proto.lost)
+            server.close()
+            await wait(server.wait_closed())
+            return seen
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected == [("factory", "server"), ("made", "factory"), ("main", "later")]
     assert scenario(loop) == expected
 
 

@@ -264,3 +264,40 @@ def test_unix_server_close_with_connections(loop, sockdir):
         await wait(proto.lost)
         await wait(server.wait_closed())
     support.run_guarded(loop, main())
+
+
+def test_unix_accepted_peer_addresses_as_asyncio(loop, sockdir):
+    """The accepted transports' peername: '' for an unnamed client, the
+    path a client bound to, the bytes of an abstract-namespace name; and
+    the server's own path as sockname."""
+    path = str(sockdir / "s.sock")
+    abstract = f"\0goloop-peer-{os.getpid()}".encode()
+
+    def scenario(lp):
+        async def main():
+            accepting = Accepting()
+            server = await lp.create_unix_server(accepting, path)
+            clients = []
+            for bind_to in (None, str(sockdir / "client.sock"), abstract):
+                c = socket.socket(socket.AF_UNIX)
+                if bind_to is not None:
+                    c.bind(bind_to)
+                c.connect(path)
+                clients.append(c)
+            protos = [await accepting.next() for _ in clients]
+            result = sorted((repr(p.transport.get_extra_info("peername")),
+                             p.transport.get_extra_info("sockname")) for p in protos)
+            for c in clients:
+                c.close()
+            for p in protos:
+                await wait(p.lost)
+            os.unlink(sockdir / "client.sock")
+            server.close()
+            await wait(server.wait_closed())
+            return result
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert sorted(r[0] for r in expected) == sorted(
+        ["''", repr(str(sockdir / "client.sock")), repr(abstract)])
+    assert scenario(loop) == expected
