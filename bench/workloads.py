@@ -293,6 +293,57 @@ async def bench_sock_echo(n):
     return elapsed
 
 
+# The client of bench_accept: a separate process (callgrind does not follow it, so only the
+# server's work is counted) that connects n times, each time waiting for the server to close.
+_ACCEPT_CLIENT = """
+import socket, sys
+addr = (sys.argv[1], int(sys.argv[2]))
+for _ in range(int(sys.argv[3])):
+    s = socket.create_connection(addr)
+    while s.recv(1):
+        pass
+    s.close()
+"""
+
+
+class _CloseAtOnce(asyncio.Protocol):
+    def __init__(self, counter):
+        self.counter = counter
+
+    def connection_made(self, transport):
+        transport.close()
+
+    def connection_lost(self, exc):
+        self.counter()
+
+
+async def bench_accept(n):
+    """n connections accepted by a create_server and closed by the server's protocol in
+    connection_made: the per-connection cost of accepting, the protocol factory, the
+    transport and its close. The client process connects one at a time."""
+    import subprocess
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    lost = 0
+
+    def counter():
+        nonlocal lost
+        lost += 1
+        if lost == n:
+            done.set_result(None)
+
+    server = await loop.create_server(lambda: _CloseAtOnce(counter), "127.0.0.1", 0)
+    host, port = server.sockets[0].getsockname()[:2]
+    t0 = time.perf_counter()
+    client = subprocess.Popen([sys.executable, "-c", _ACCEPT_CLIENT, host, str(port), str(n)])
+    await done
+    elapsed = time.perf_counter() - t0
+    client.wait()
+    server.close()
+    await server.wait_closed()
+    return elapsed
+
+
 class Bench(NamedTuple):
     workload: Callable[[int], Awaitable[float]]
     n: int      # default size; run.py may scale it down (--quick)
@@ -314,6 +365,7 @@ BENCHMARKS = {
     "executor": Bench(bench_executor, 5_000, "run_in_executor"),
     "sock_echo": Bench(bench_sock_echo, 10_000, "sock_recv/sendall echo"),
     "udp_echo": Bench(bench_udp_echo, 20_000, "UDP echo round trip"),
+    "accept": Bench(bench_accept, 5_000, "accept + close"),
 }
 
 
