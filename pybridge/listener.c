@@ -60,11 +60,24 @@ peer_address(const void *sa, long len, PyObject *conn)
         Py_RETURN_NONE;   /* makesockaddr: no address */
     switch (((const struct sockaddr *)sa)->sa_family) {
     case AF_INET: {
+        /* inet_ntop's dotted quad, written out: glibc formats it with
+         * sprintf, a tenth of accepting a connection. */
         const struct sockaddr_in *a = sa;
-        char buf[INET_ADDRSTRLEN];
-        if (inet_ntop(AF_INET, &a->sin_addr, buf, sizeof(buf)) == NULL)
-            return PyErr_SetFromErrno(PyExc_OSError);
-        return Py_BuildValue("si", buf, ntohs(a->sin_port));
+        const unsigned char *b = (const unsigned char *)&a->sin_addr;
+        char buf[INET_ADDRSTRLEN], *p = buf;
+        for (int i = 0; i < 4; i++) {
+            if (i > 0)
+                *p++ = '.';
+            if (b[i] >= 100)
+                *p++ = (char)('0' + b[i] / 100);
+            if (b[i] >= 10)
+                *p++ = (char)('0' + b[i] / 10 % 10);
+            *p++ = (char)('0' + b[i] % 10);
+        }
+        PyObject *host = PyUnicode_FromStringAndSize(buf, p - buf);
+        if (host == NULL)
+            return NULL;
+        return Py_BuildValue("Ni", host, ntohs(a->sin_port));
     }
     case AF_INET6: {
         const struct sockaddr_in6 *a = sa;
