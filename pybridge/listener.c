@@ -251,7 +251,7 @@ goloop_accepted(PyObject *loopobj, goloop_listener *l, int fd, const char *sa, l
     goloop_listener held = *l;
     PyObject *server = Py_NewRef(held.server), *factory = Py_NewRef(held.factory),
              *context = Py_NewRef(held.context), *args = Py_NewRef(held.args);
-    held.sock = NULL;
+    held.sock = NULL;   /* not held: not to be used */
     PyObject *ctx = NULL, *addr = NULL;
     int rc = -1;
     PyObject *conn = new_socket(&held, fd);
@@ -283,12 +283,19 @@ goloop_accepted(PyObject *loopobj, goloop_listener *l, int fd, const char *sa, l
         rc = -1;
     }
     goto done;
-error:
+error:;
     /* the socket is made, so this failed in _accept_connection: reported
      * as asyncio's loop reports an exception from a reader callback */
+    int stop = stop_exception();
+    PyObject *failure = goloop_fetch_exception();
     if (close_conn(conn) < 0)
         PyErr_WriteUnraisable(conn);
-    rc = stop_exception() ? -1 : accept_error(loopobj, args, goloop_fetch_exception());
+    if (stop) {
+        goloop_restore_exception(failure);
+        rc = -1;
+    }
+    else
+        rc = accept_error(loopobj, args, failure);
 done:
     Py_XDECREF(ctx);
     Py_XDECREF(addr);
