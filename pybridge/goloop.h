@@ -25,29 +25,32 @@ typedef struct {
 
 /* goloop's Handle and TimerHandle subclass asyncio.Handle and
  * asyncio.TimerHandle, so isinstance() checks and asyncio's own __repr__
- * hold. Those classes use __slots__; their slot storage sits right after the
- * object header and is left unused (zeroed): goloop's getsets of the same
- * names shadow the slot descriptors. Both types share one layout, with the
- * fields at the same offset. Arguments are stored inline when there is at
- * most one (the common case: Task steps take none, future callbacks one),
- * so call_soon allocates no tuple. */
-#define GOLOOP_ASYNCIO_SLOTS 16   /* asyncio.TimerHandle has 10; checked at init */
-
+ * hold. Those classes use __slots__, every name of which goloop's getsets
+ * shadow (checked at init), so their storage right after the object header
+ * holds goloop's own fields, as in the transport; only __weakref__ keeps
+ * its place: on 3.11 asyncio.Handle's weak reference list is at offset 72
+ * (weakreflist; checked), from 3.12 it lives before the header. Both types
+ * share one layout, with the fields at the same offset. A handle is 128
+ * bytes with its GC header (248 with the slots left unused): a burst of
+ * accepted connections has several each in flight, whose memory the
+ * allocator keeps. Arguments are stored inline when there is at most one
+ * (the common case: Task steps take none, future callbacks one), so
+ * call_soon allocates no tuple. */
 typedef struct {
     PyObject_HEAD
-    PyObject *asyncio_slots[GOLOOP_ASYNCIO_SLOTS];
     PyObject *callback;          /* NULL once cancelled */
     PyObject *arg0;              /* the only argument when nargs == 1 */
     PyObject *args;              /* tuple when nargs > 1 */
-    Py_ssize_t nargs;
     PyObject *context;
     LoopObject *loop;
     PyObject *source_traceback;  /* list, debug mode only */
     PyObject *repr;              /* kept on cancel in debug mode, as asyncio does */
+    PyObject *weakreflist;       /* 3.11: asyncio.Handle's __weakref__ slot */
     PyObject *lock;              /* threading.RLock of a _ThreadSafeHandle (3.14+), else NULL */
+    Py_ssize_t nargs;
+    double when;
     char cancelled;
     char scheduled;              /* a timer still in the heap */
-    double when;
 } HandleObject;
 
 extern PyTypeObject *goloop_handle_type;   /* heap types, made at module init */

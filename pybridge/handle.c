@@ -16,7 +16,7 @@ goloop_handle_new(PyTypeObject *type, LoopObject *loop,
     HandleObject *h = PyObject_GC_New(HandleObject, type);
     if (h == NULL)
         return NULL;
-    memset(h->asyncio_slots, 0, sizeof(h->asyncio_slots));
+    h->weakreflist = NULL;
     h->callback = Py_NewRef(args[0]);
     h->nargs = nargs - 1;
     h->arg0 = NULL;
@@ -536,18 +536,30 @@ static PyType_Spec timer_spec = {
 static PyTypeObject *
 make_type(PyObject *module, PyType_Spec *spec, PyObject *base)
 {
-    if (((PyTypeObject *)base)->tp_basicsize > (Py_ssize_t)offsetof(HandleObject, callback)) {
-        PyErr_Format(PyExc_RuntimeError,
-                     "goloop: %s has more slots than goloop reserves (%d)",
-                     ((PyTypeObject *)base)->tp_name, GOLOOP_ASYNCIO_SLOTS);
+    if (((PyTypeObject *)base)->tp_basicsize > (Py_ssize_t)offsetof(HandleObject, when)) {
+        PyErr_Format(PyExc_RuntimeError, "goloop: %s has more slots than goloop reuses",
+                     ((PyTypeObject *)base)->tp_name);
         return NULL;
     }
     PyObject *bases = PyTuple_Pack(1, base);
     if (bases == NULL)
         return NULL;
-    PyObject *t = PyType_FromModuleAndSpec(module, spec, bases);
+    PyTypeObject *t = (PyTypeObject *)PyType_FromModuleAndSpec(module, spec, bases);
     Py_DECREF(bases);
-    return (PyTypeObject *)t;
+    if (t == NULL)
+        return NULL;
+    if (t->tp_weaklistoffset > 0 &&
+        t->tp_weaklistoffset != (Py_ssize_t)offsetof(HandleObject, weakreflist)) {
+        PyErr_Format(PyExc_RuntimeError, "goloop: %s keeps weak references at offset %zd",
+                     ((PyTypeObject *)base)->tp_name, t->tp_weaklistoffset);
+        Py_DECREF(t);
+        return NULL;
+    }
+    if (goloop_check_slots_shadowed(t) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    return t;
 }
 
 int
