@@ -68,86 +68,10 @@ callback_failed(DatagramObject *t, const char *method)
 
 /* --- contexts ----------------------------------------------------------- */
 
-/* A protocol callback the core dispatches runs as the asyncio handle that
- * would have run it (goloop.h, TransportObject: read_ctx, write_ctx,
- * lost_ctx): inside that handle's context, and in debug mode timed for the
- * slow-callback warning. stream.c's connection_lost and resume_writing
- * helpers do the same with the same fields. */
-typedef struct {
-    PyObject *ctx;       /* entered; NULL for none */
-    LoopObject *loop;    /* debug mode: the loop, for slow_callback_duration */
-    double t0;
-} scope;
-
+/* Which context each callback runs in (goloop.h, TransportObject): a
+ * datagram transport never has one of its own. */
 #define READ_CTX(t) ((t)->base.read_ctx)
 #define WRITE_CTX(t) ((t)->base.write_ctx ? (t)->base.write_ctx : (t)->base.read_ctx)
-
-static int
-scope_enter(DatagramObject *t, scope *s, PyObject *ctx)
-{
-    s->ctx = NULL;
-    s->loop = NULL;
-    if (t->base.loop != NULL && t->base.loop->debug) {
-        s->loop = (LoopObject *)Py_NewRef(t->base.loop);
-        s->t0 = goloop_monotonic();
-    }
-    if (ctx != NULL) {
-        if (PyContext_Enter(ctx) < 0) {
-            Py_CLEAR(s->loop);
-            return -1;
-        }
-        s->ctx = Py_NewRef(ctx);
-    }
-    return 0;
-}
-
-/* Leaves the scope, keeping any exception set; returns rc, or -1 if the
- * slow-callback warning raised KeyboardInterrupt or SystemExit. */
-static int
-scope_leave(DatagramObject *t, scope *s, int rc, const char *handle)
-{
-    PyObject *saved = PyErr_Occurred() ? goloop_fetch_exception() : NULL;
-    if (s->ctx != NULL) {
-        if (PyContext_Exit(s->ctx) < 0)
-            PyErr_WriteUnraisable((PyObject *)t);
-        Py_DECREF(s->ctx);
-    }
-    if (s->loop != NULL) {
-        double dt = goloop_monotonic() - s->t0;
-        PyObject *limit = PyObject_GetAttrString((PyObject *)s->loop, "slow_callback_duration");
-        double slow = limit == NULL ? -1 : PyFloat_AsDouble(limit);
-        Py_XDECREF(limit);
-        PyObject *r = NULL;
-        if (!PyErr_Occurred() && dt >= slow)
-            r = PyObject_CallMethod(dh.logger, "warning", "ssd",
-                                    "Executing <Handle _DatagramTransport.%s()> took %.3f seconds",
-                                    handle, dt);
-        else if (!PyErr_Occurred())
-            r = Py_NewRef(Py_None);
-        if (r == NULL) {
-            if (stop_exception() && saved == NULL)
-                rc = -1;
-            else
-                PyErr_WriteUnraisable((PyObject *)t);
-        }
-        Py_XDECREF(r);
-        Py_DECREF(s->loop);
-    }
-    if (saved != NULL)
-        goloop_restore_exception(saved);
-    return rc;
-}
-
-/* A copy of the current context, as asyncio's handles take one. */
-static int
-capture_context(PyObject **slot)
-{
-    PyObject *ctx = PyContext_CopyCurrent();
-    if (ctx == NULL)
-        return -1;
-    Py_XSETREF(*slot, ctx);
-    return 0;
-}
 
 /* --- addresses ---------------------------------------------------------- */
 
@@ -333,10 +257,10 @@ goloop_datagram_received(PyObject *o, const char *buf, long n, const char *addr,
     DatagramObject *t = D(o);
     if (t->base.protocol == NULL)
         return 0;
-    scope s;
-    if (scope_enter(t, &s, READ_CTX(t)) < 0)
+    goloop_scope s;
+    if (goloop_scope_enter(&t->base, &s, READ_CTX(t)) < 0)
         return callback_failed(t, "_read_ready");
-    return scope_leave(t, &s, datagram_received(t, buf, n, addr, addrlen), "_read_ready");
+    return goloop_scope_leave(&t->base, &s, datagram_received(t, buf, n, addr, addrlen), "_read_ready", NULL);
 }
 
 int
@@ -348,10 +272,10 @@ goloop_datagram_error(PyObject *o, PyObject *exc, int mode)
         return 0;
     }
     const char *handle = mode == 1 ? "_sendto_ready" : "_read_ready";
-    scope s;
+    goloop_scope s;
     s.ctx = NULL;
     s.loop = NULL;
-    if (mode != 2 && scope_enter(t, &s, mode == 1 ? WRITE_CTX(t) : READ_CTX(t)) < 0) {
+    if (mode != 2 && goloop_scope_enter(&t->base, &s, mode == 1 ? WRITE_CTX(t) : READ_CTX(t)) < 0) {
         Py_DECREF(exc);
         return callback_failed(t, handle);
     }
@@ -366,7 +290,7 @@ goloop_datagram_error(PyObject *o, PyObject *exc, int mode)
         return -1;   /* for sendto's caller; no scope was entered */
     else
         rc = callback_failed(t, handle);
-    return mode == 2 ? rc : scope_leave(t, &s, rc, handle);
+    return mode == 2 ? rc : goloop_scope_leave(&t->base, &s, rc, handle, NULL);
 }
 
 /* --- methods ----------------------------------------------------------- */
@@ -552,7 +476,7 @@ closing(DatagramObject *t, int now)
             return 0;
         }
     }
-    return capture_context(&t->base.lost_ctx);
+    return goloop_capture_context(&t->base, &t->base.lost_ctx);
 }
 
 static PyObject *
@@ -605,7 +529,7 @@ pause_resume(DatagramObject *t, int pause)
     if (rc < 0)
         return NULL;
     /* resuming adds a new reader handle, with a copy of this context */
-    if (rc > 0 && !pause && capture_context(&t->base.read_ctx) < 0)
+    if (rc > 0 && !pause && goloop_capture_context(&t->base, &t->base.read_ctx) < 0)
         return NULL;
     if (rc > 0 && t->base.loop != NULL && t->base.loop->debug) {
         PyObject *r = PyObject_CallMethod(dh.logger, "debug", "sO",
@@ -645,23 +569,6 @@ datagram_get_write_buffer_limits(DatagramObject *t, PyObject *Py_UNUSED(ignored)
     return Py_BuildValue("(LL)", low, high);
 }
 
-static int
-limit_arg(PyObject *o, long long *v)
-{
-    if (o == NULL || o == Py_None) {
-        *v = LLONG_MIN;   /* core.Unset */
-        return 0;
-    }
-    *v = PyLong_AsLongLong(o);
-    if (*v == -1 && PyErr_Occurred())
-        return -1;
-    if (*v == LLONG_MIN) {
-        PyErr_SetString(PyExc_OverflowError, "write buffer limit out of range");
-        return -1;
-    }
-    return 0;
-}
-
 static PyObject *
 datagram_set_write_buffer_limits(DatagramObject *t, PyObject *args, PyObject *kwds)
 {
@@ -671,7 +578,7 @@ datagram_set_write_buffer_limits(DatagramObject *t, PyObject *args, PyObject *kw
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:set_write_buffer_limits", kwlist,
                                      &high, &low))
         return NULL;
-    if (limit_arg(high, &h) < 0 || limit_arg(low, &l) < 0)
+    if (goloop_limit_arg(high, &h) < 0 || goloop_limit_arg(low, &l) < 0)
         return NULL;
     if (GoloopDatagramSetLimits(t->base.id, h, l) < 0)
         return NULL;
@@ -712,7 +619,7 @@ static PyObject *
 datagram_start(DatagramObject *t, PyObject *Py_UNUSED(ignored))
 {
     /* the reader handle asyncio adds here copies this context */
-    if (capture_context(&t->base.read_ctx) < 0)
+    if (goloop_capture_context(&t->base, &t->base.read_ctx) < 0)
         return NULL;
     if (GoloopDatagramStart(t->base.id) < 0)
         return NULL;

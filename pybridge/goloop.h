@@ -157,6 +157,28 @@ typedef struct {
     char extra_made;         /* extra is the complete dict (make_extra; a datagram's always) */
 } TransportObject;
 
+/* transport.c: a protocol callback the core dispatches runs as the asyncio
+ * handle that would have run it: inside that handle's context (entered by
+ * goloop_scope_enter, exited by goloop_scope_leave whatever the callback
+ * did) and, in debug mode, timed for the slow-callback warning, which names
+ * the handle as "<Handle Type.handle(arg)>". scope_leave keeps an exception
+ * the callback left set and returns rc, or -1 if the warning itself raised
+ * KeyboardInterrupt or SystemExit. */
+typedef struct {
+    PyObject *ctx;       /* entered; NULL for none */
+    LoopObject *loop;    /* debug mode: the loop, for slow_callback_duration */
+    double t0;
+} goloop_scope;
+
+int goloop_scope_enter(TransportObject *t, goloop_scope *s, PyObject *ctx);
+int goloop_scope_leave(TransportObject *t, goloop_scope *s, int rc, const char *handle,
+                       PyObject *arg);
+/* A copy of the current context into *slot, as asyncio's Handle(context=None)
+ * takes one, unless the connection has a context of its own (3.15). */
+int goloop_capture_context(TransportObject *t, PyObject **slot);
+/* set_write_buffer_limits' high/low: None (or absent) is LLONG_MIN, core.Unset. */
+int goloop_limit_arg(PyObject *o, long long *v);
+
 int goloop_init_transport_type(PyObject *module);
 /* 0 if a getset of type shadows every __slots__ name of its bases (whose
  * storage a TransportObject reuses), else -1 with RuntimeError. */

@@ -88,99 +88,10 @@ fatal(TransportObject *t, const char *message)
     return GoloopStreamForceClose(t->id, exc) < 0 ? -1 : 0;   /* steals exc */
 }
 
-/* A protocol callback the core dispatches runs as the asyncio handle that
- * would have run it (goloop.h, TransportObject.context): inside its
- * context, and in debug mode timed for the slow-callback warning. */
-typedef struct {
-    PyObject *ctx;       /* entered; NULL for none */
-    LoopObject *loop;    /* debug mode: the loop, for slow_callback_duration */
-    double t0;
-} scope;
-
 #define READ_CTX(t) ((t)->context ? (t)->context : (t)->read_ctx)
 #define WRITE_CTX(t) ((t)->context ? (t)->context : (t)->write_ctx ? (t)->write_ctx : (t)->read_ctx)
 #define LOST_CTX(t) ((t)->context ? (t)->context : (t)->lost_ctx ? (t)->lost_ctx : \
                      (t)->read_ctx ? (t)->read_ctx : (t)->write_ctx)
-
-/* A context asyncio would copy from the current one (Handle(context=None)),
- * unless the connection has its own. */
-static int
-capture_context(TransportObject *t, PyObject **slot)
-{
-    if (t->context != NULL)
-        return 0;
-    PyObject *ctx = PyContext_CopyCurrent();
-    if (ctx == NULL)
-        return -1;
-    Py_XSETREF(*slot, ctx);
-    return 0;
-}
-
-static int
-scope_enter(TransportObject *t, scope *s, PyObject *ctx)
-{
-    s->loop = NULL;
-    s->ctx = NULL;
-    if (debug_on(t)) {
-        s->loop = (LoopObject *)Py_NewRef(t->loop);
-        s->t0 = goloop_monotonic();
-    }
-    if (ctx != NULL) {
-        if (PyContext_Enter(ctx) < 0) {
-            Py_CLEAR(s->loop);
-            return -1;
-        }
-        s->ctx = Py_NewRef(ctx);
-    }
-    return 0;
-}
-
-/* Leaves the scope, keeping any exception the callback left set; returns
- * rc, or -1 if the slow-callback warning raised KeyboardInterrupt or
- * SystemExit. handle and arg name asyncio's handle in that warning. */
-static int
-scope_leave(TransportObject *t, scope *s, int rc, const char *handle, PyObject *arg)
-{
-    PyObject *saved = PyErr_Occurred() ? goloop_fetch_exception() : NULL;
-    if (s->ctx != NULL) {
-        if (PyContext_Exit(s->ctx) < 0)
-            PyErr_WriteUnraisable((PyObject *)t);
-        Py_DECREF(s->ctx);
-    }
-    if (s->loop == NULL)
-        goto done;
-    double dt = goloop_monotonic() - s->t0;
-    PyObject *limit = PyObject_GetAttrString((PyObject *)s->loop, "slow_callback_duration");
-    double slow = limit == NULL ? -1 : PyFloat_AsDouble(limit);
-    Py_XDECREF(limit);
-    PyObject *r = NULL;
-    if (!PyErr_Occurred() && dt >= slow) {
-        /* the type's own name: datagram.c's transports come here too */
-        PyObject *type = PyType_GetName(Py_TYPE(t));
-        PyObject *desc = type == NULL ? NULL : arg != NULL ?
-            PyUnicode_FromFormat("<Handle %U.%s(%R)>", type, handle, arg) :
-            PyUnicode_FromFormat("<Handle %U.%s()>", type, handle);
-        Py_XDECREF(type);
-        if (desc != NULL)
-            r = PyObject_CallMethod(th.logger, "warning", "sOd",
-                                    "Executing %s took %.3f seconds", desc, dt);
-        Py_XDECREF(desc);
-    }
-    else if (!PyErr_Occurred())
-        r = Py_NewRef(Py_None);
-    if (r == NULL) {
-        if (stop_exception() && saved == NULL)
-            rc = -1;
-        else
-            PyErr_WriteUnraisable((PyObject *)t);
-    }
-    Py_XDECREF(r);
-    Py_DECREF(s->loop);
-done:
-    if (saved != NULL)
-        goloop_restore_exception(saved);
-    return rc;
-}
 
 /* --- called by the Go sink (bridge.h) --------------------------------- */
 
@@ -207,10 +118,10 @@ goloop_stream_data(PyObject *o, const char *buf, long n)
     TransportObject *t = T(o);
     if (t->protocol == NULL)
         return 0;
-    scope s;
-    if (scope_enter(t, &s, READ_CTX(t)) < 0)
+    goloop_scope s;
+    if (goloop_scope_enter(t, &s, READ_CTX(t)) < 0)
         return fatal(t, "Fatal read error on socket transport");
-    return scope_leave(t, &s, stream_data(t, buf, n), "_read_ready", NULL);
+    return goloop_scope_leave(t, &s, stream_data(t, buf, n), "_read_ready", NULL);
 }
 
 static int
@@ -235,10 +146,10 @@ goloop_stream_eof(PyObject *o)
         log_debug(t, "%r received EOF");
     if (t->protocol == NULL)
         return 0;
-    scope s;
-    if (scope_enter(t, &s, READ_CTX(t)) < 0)
+    goloop_scope s;
+    if (goloop_scope_enter(t, &s, READ_CTX(t)) < 0)
         return fatal(t, "Fatal read error on socket transport") < 0 ? -1 : 1;
-    return scope_leave(t, &s, stream_eof(t), "_read_ready", NULL);
+    return goloop_scope_leave(t, &s, stream_eof(t), "_read_ready", NULL);
 }
 
 static goloop_getbuf
@@ -302,13 +213,13 @@ goloop_stream_get_buffer(PyObject *o)
     goloop_getbuf res = {NULL, 0, 0};
     if (t->protocol == NULL || t->loop == NULL || t->loop->has_read_view)
         return res;
-    scope s;
-    if (scope_enter(t, &s, READ_CTX(t)) < 0) {
+    goloop_scope s;
+    if (goloop_scope_enter(t, &s, READ_CTX(t)) < 0) {
         res.rc = fatal(t, "Fatal error: protocol.get_buffer() call failed.");
         return res;
     }
     res = stream_get_buffer(t);
-    res.rc = scope_leave(t, &s, res.rc, "_read_ready", NULL);
+    res.rc = goloop_scope_leave(t, &s, res.rc, "_read_ready", NULL);
     return res;
 }
 
@@ -337,10 +248,10 @@ goloop_stream_buffer_updated(PyObject *o, long n)
     }
     if (n == 0 || t->protocol == NULL)
         return 0;
-    scope s;
-    if (scope_enter(t, &s, READ_CTX(t)) < 0)
+    goloop_scope s;
+    if (goloop_scope_enter(t, &s, READ_CTX(t)) < 0)
         return fatal(t, "Fatal error: protocol.buffer_updated() call failed.");
-    return scope_leave(t, &s, stream_buffer_updated(t, n), "_read_ready", NULL);
+    return goloop_scope_leave(t, &s, stream_buffer_updated(t, n), "_read_ready", NULL);
 }
 
 /* _FlowControlMixin._maybe_pause_protocol / _maybe_resume_protocol: the
@@ -383,11 +294,11 @@ goloop_stream_resume_writing(PyObject *o)
 {
     TransportObject *t = T(o);
     t->protocol_paused = 0;
-    scope s;
-    if (scope_enter(t, &s, WRITE_CTX(t)) < 0)
+    goloop_scope s;
+    if (goloop_scope_enter(t, &s, WRITE_CTX(t)) < 0)
         return fatal(t, "Fatal write error on socket transport");
     int rc = flow_call(t, str_resume_writing, "protocol.resume_writing() failed");
-    return scope_leave(t, &s, rc, "_write_ready", NULL);
+    return goloop_scope_leave(t, &s, rc, "_write_ready", NULL);
 }
 
 /* 0 if fut is pending; 1 if done; -1 on error */
@@ -424,13 +335,13 @@ void
 goloop_stream_drained(PyObject *o)
 {
     TransportObject *t = T(o);
-    scope s;
-    if (scope_enter(t, &s, WRITE_CTX(t)) < 0) {
+    goloop_scope s;
+    if (goloop_scope_enter(t, &s, WRITE_CTX(t)) < 0) {
         PyErr_WriteUnraisable(o);
         return;
     }
     waiter_set(t, str_set_result, Py_None);
-    if (scope_leave(t, &s, 0, "_write_ready", NULL) < 0)
+    if (goloop_scope_leave(t, &s, 0, "_write_ready", NULL) < 0)
         PyErr_WriteUnraisable(o);
 }
 
@@ -532,8 +443,8 @@ goloop_stream_lost(PyObject *o, PyObject *exc)
     PyObject *arg = exc != NULL ? exc : Py_None;
     PyObject *failure = NULL;
     Py_INCREF(t);   /* connection_lost may drop the last other reference */
-    scope s;
-    int entered = scope_enter(t, &s, LOST_CTX(t)) == 0;
+    goloop_scope s;
+    int entered = goloop_scope_enter(t, &s, LOST_CTX(t)) == 0;
     if (!entered)
         failure = goloop_fetch_exception();
     else if (t->protocol != NULL) {
@@ -589,7 +500,7 @@ goloop_stream_lost(PyObject *o, PyObject *exc)
     }
     Py_XDECREF(loop);
     if (entered)
-        rc = scope_leave(t, &s, rc, "_call_connection_lost", arg);
+        rc = goloop_scope_leave(t, &s, rc, "_call_connection_lost", arg);
     Py_XDECREF(exc);
     Py_DECREF(t);
     return rc;
@@ -668,7 +579,7 @@ static int
 queueing(TransportObject *t, int was_idle)
 {
     if (was_idle || t->write_ctx == NULL)
-        return capture_context(t, &t->write_ctx);
+        return goloop_capture_context(t, &t->write_ctx);
     return 0;
 }
 
@@ -853,7 +764,7 @@ closing(TransportObject *t, int now)
         t->lost_ctx = Py_NewRef(t->write_ctx);
         return 0;
     }
-    return capture_context(t, &t->lost_ctx);
+    return goloop_capture_context(t, &t->lost_ctx);
 }
 
 static PyObject *
@@ -915,7 +826,7 @@ pause_resume(TransportObject *t, int pause)
     if (rc < 0)
         return NULL;
     /* resume_reading() adds asyncio's reader again, in this context */
-    if (rc > 0 && !pause && capture_context(t, &t->read_ctx) < 0)
+    if (rc > 0 && !pause && goloop_capture_context(t, &t->read_ctx) < 0)
         return NULL;
     if (rc > 0 && debug_on(t))
         log_debug(t, pause ? "%r pauses reading" : "%r resumes reading");
@@ -955,23 +866,6 @@ transport_get_write_buffer_limits(TransportObject *t, PyObject *Py_UNUSED(ignore
     return Py_BuildValue("(LL)", low, high);
 }
 
-static int
-limit_arg(PyObject *o, long long *v)
-{
-    if (o == NULL || o == Py_None) {
-        *v = LLONG_MIN;   /* core.Unset */
-        return 0;
-    }
-    *v = PyLong_AsLongLong(o);
-    if (*v == -1 && PyErr_Occurred())
-        return -1;
-    if (*v == LLONG_MIN) {
-        PyErr_SetString(PyExc_OverflowError, "write buffer limit out of range");
-        return -1;
-    }
-    return 0;
-}
-
 static PyObject *
 transport_set_write_buffer_limits(TransportObject *t, PyObject *args, PyObject *kwds)
 {
@@ -981,7 +875,7 @@ transport_set_write_buffer_limits(TransportObject *t, PyObject *args, PyObject *
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:set_write_buffer_limits", kwlist,
                                      &high, &low))
         return NULL;
-    if (limit_arg(high, &h) < 0 || limit_arg(low, &l) < 0)
+    if (goloop_limit_arg(high, &h) < 0 || goloop_limit_arg(low, &l) < 0)
         return NULL;
     if (GoloopStreamSetLimits(t->id, h, l) < 0)
         return NULL;
@@ -1041,7 +935,7 @@ static PyObject *
 transport_start(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
     /* asyncio adds its reader here, in this handle's context */
-    if (capture_context(t, &t->read_ctx) < 0)
+    if (goloop_capture_context(t, &t->read_ctx) < 0)
         return NULL;
     if (GoloopStreamStart(t->id) < 0)
         return NULL;
