@@ -293,6 +293,57 @@ async def bench_sock_echo(n):
     return elapsed
 
 
+class _Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+async def bench_tcp_echo(n, size=1024):
+    """n sequential round trips of size bytes over loopback TCP between a Protocol echo server
+    (create_server) and a Protocol client (create_connection), both on the loop under test:
+    per trip two readiness events, two data_received and two transport.write."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    payload = b"x" * size
+
+    class Client(asyncio.Protocol):
+        left, got = n, 0
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.got += len(data)
+            if self.got < size:
+                return
+            self.got = 0
+            self.left -= 1
+            if self.left:
+                self.transport.write(payload)
+            else:
+                done.set_result(None)
+
+    server = await loop.create_server(_Echo, "127.0.0.1", 0)
+    transport, _ = await loop.create_connection(Client, *server.sockets[0].getsockname()[:2])
+    t0 = time.perf_counter()
+    transport.write(payload)
+    await done
+    elapsed = time.perf_counter() - t0
+    transport.close()
+    server.close()
+    await server.wait_closed()
+    return elapsed
+
+
+async def bench_tcp_echo_100k(n):
+    """bench_tcp_echo with 100 KiB messages: the per-byte costs (copies) over the per-event
+    ones."""
+    return await bench_tcp_echo(n, 100 * 1024)
+
+
 # The client of bench_accept: a separate process (callgrind does not follow it, so only the
 # server's work is counted) that connects n times, each time waiting for the server to close.
 _ACCEPT_CLIENT = """
@@ -366,6 +417,8 @@ BENCHMARKS = {
     "sock_echo": Bench(bench_sock_echo, 10_000, "sock_recv/sendall echo"),
     "udp_echo": Bench(bench_udp_echo, 20_000, "UDP echo round trip"),
     "accept": Bench(bench_accept, 5_000, "accept + close"),
+    "tcp_echo": Bench(bench_tcp_echo, 20_000, "TCP Protocol echo 1 KiB"),
+    "tcp_echo_100k": Bench(bench_tcp_echo_100k, 2_000, "TCP Protocol echo 100 KiB"),
 }
 
 

@@ -70,9 +70,10 @@ func (h *Heap[T]) Check() error {
 	return nil
 }
 
-// PollOnce runs one poll of the loop's poller, outside of Run.
+// PollOnce runs one poll of the loop's poller, outside of Run, blocking in
+// unix.EpollWait with no lock to give up.
 func (l *Loop[T]) PollOnce(msec int, fn func(fd int, ev Events)) (woken bool, sig []byte, err error) {
-	return l.poller.wait(msec, fn)
+	return l.poller.wait(msec, unix.EpollWait, fn)
 }
 
 // WakePending reports whether a wake-up is recorded as pending.

@@ -42,7 +42,7 @@ type recorder struct {
 	collect       func()
 	signalled     func([]byte) error
 
-	// unlocked is true between BeforePoll and AfterPoll, where the bridge
+	// unlocked is true while Poll waits, where the bridge
 	// has given up the GIL: no other hook may be called then.
 	unlocked bool
 
@@ -117,7 +117,7 @@ func (r *recorder) addWriter(fd int, it *item) error { return r.l.AddWriter(fd, 
 // locked reports a hook called while the poll's lock is given up.
 func (r *recorder) locked(hook string) {
 	if r.unlocked {
-		r.t.Errorf("%s called between BeforePoll and AfterPoll, without the lock", hook)
+		r.t.Errorf("%s called while Poll waits, without the lock", hook)
 	}
 }
 
@@ -174,24 +174,22 @@ func (r *recorder) Release(it *item) {
 	r.log = append(r.log, "release:"+it.name)
 }
 
-func (r *recorder) BeforePoll() {
-	r.locked("BeforePoll")
+// Poll logs "before" once it has given up the lock and "after" once it
+// has it back, around the wait.
+func (r *recorder) Poll(epfd int, events []unix.EpollEvent, msec int) (int, error) {
+	r.locked("Poll")
 	r.unlocked = true
 	r.log = append(r.log, "before")
 	if r.before != nil {
 		r.before()
 	}
-}
-
-func (r *recorder) AfterPoll() {
-	if !r.unlocked {
-		r.t.Errorf("AfterPoll without BeforePoll")
-	}
+	n, err := unix.EpollWait(epfd, events, msec)
 	r.unlocked = false
 	r.log = append(r.log, "after")
 	if r.after != nil {
 		r.after()
 	}
+	return n, err
 }
 
 // Collect is where an embedder moves in items queued outside the loop;
@@ -248,14 +246,14 @@ func (r *recorder) takeLog() []string {
 	return log
 }
 
-// withoutPolls drops the BeforePoll/AfterPoll entries. How many polls a
+// withoutPolls drops the before/after entries of Poll. How many polls a
 // blocking wait takes is not fixed (EINTR returns early), so tests about
 // other things leave them out.
 func withoutPolls(log []string) []string {
 	return slices.DeleteFunc(slices.Clone(log), func(s string) bool { return s == "before" || s == "after" })
 }
 
-// squashPolls replaces each BeforePoll/AfterPoll pair by "poll" and a run of
+// squashPolls replaces each before/after pair of Poll by "poll" and a run of
 // polls by one, and reports an unpaired hook.
 func squashPolls(t *testing.T, log []string) []string {
 	t.Helper()
@@ -264,7 +262,7 @@ func squashPolls(t *testing.T, log []string) []string {
 		switch log[i] {
 		case "before":
 			if i+1 == len(log) || log[i+1] != "after" {
-				t.Errorf("BeforePoll at %d not followed by AfterPoll in %q", i, log)
+				t.Errorf("before at %d not followed by after in %q", i, log)
 				continue
 			}
 			i++
@@ -272,7 +270,7 @@ func squashPolls(t *testing.T, log []string) []string {
 				out = append(out, "poll")
 			}
 		case "after":
-			t.Errorf("AfterPoll at %d without BeforePoll in %q", i, log)
+			t.Errorf("after at %d without before in %q", i, log)
 		default:
 			out = append(out, log[i])
 		}

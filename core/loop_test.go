@@ -303,7 +303,7 @@ func TestTimersFireWhileBusy(t *testing.T) {
 		t.Errorf("timer fired %v after %d spins; want it to fire while the loop spins", done, spins)
 	}
 	if slices.Contains(r.log, "before") {
-		t.Errorf("BeforePoll called although a callback was always ready")
+		t.Errorf("Poll blocked although a callback was always ready")
 	}
 }
 
@@ -526,7 +526,7 @@ func TestCollectAtTickStart(t *testing.T) {
 	}
 }
 
-// TestPollHooksOnlyWhenBlocking: BeforePoll and AfterPoll bracket only a
+// TestPollHooksOnlyWhenBlocking: Poll makes only the
 // poll that may block, where the bridge lets go of the GIL.
 func TestPollHooksOnlyWhenBlocking(t *testing.T) {
 	for _, tc := range []struct {

@@ -99,14 +99,20 @@ func (p *poller) ctl(fd int, old, new Events) error {
 	return nil
 }
 
-func (p *poller) wait(msec int, fn func(fd int, ev Events)) (woken bool, sig []byte, err error) {
+// blockingPoll is epoll_wait(2) for a poll that may block: Hooks.Poll,
+// which gives up the embedder's lock around it.
+type blockingPoll func(epfd int, events []unix.EpollEvent, msec int) (int, error)
+
+// wait polls, calling fn for each ready descriptor other than the loop's
+// own, and reports a wake-up and the signal numbers received.
+func (p *poller) wait(msec int, block blockingPoll, fn func(fd int, ev Events)) (woken bool, sig []byte, err error) {
 	var n int
 	if msec == 0 {
 		// A poll that cannot block is a raw system call, as the
 		// transports' reads and writes are (sock_linux.go).
 		n, err = epollWaitNow(p.epfd, p.events[:])
 	} else {
-		n, err = unix.EpollWait(p.epfd, p.events[:], msec)
+		n, err = block(p.epfd, p.events[:], msec)
 	}
 	if err != nil {
 		if err == unix.EINTR {

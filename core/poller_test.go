@@ -373,7 +373,7 @@ func TestSignalledErrorStopsRun(t *testing.T) {
 }
 
 // threadsafe is call_soon_threadsafe in miniature: other goroutines append
-// to inbox and Wake the loop; AfterPoll, on the loop, moves the inbox to
+// to inbox and Wake the loop; the after hook, on the loop, moves the inbox to
 // the ready queue. This is the only way the tests touch a running loop from
 // another goroutine.
 type threadsafe struct {
@@ -404,7 +404,7 @@ func (ts *threadsafe) pending() bool {
 
 // TestCollectRunsWhatWokeThePoll: a callback posted from another goroutine
 // during the poll is collected right after it and runs in that same tick.
-// AfterPoll asks to stop once the post is there, so Run ends with that tick:
+// The after hook asks to stop once the post is there, so Run ends with that tick:
 // a loop that collected only as the next tick started would return without
 // running it.
 func TestCollectRunsWhatWokeThePoll(t *testing.T) {
@@ -497,7 +497,10 @@ func TestWakeFromManyGoroutines(t *testing.T) {
 	var ts threadsafe
 	got := map[int][]int{}
 	total := 0
-	r.after = func() {
+	// Collect, not the after hook: the after hook runs as Poll returns,
+	// before the poller drains the wake-up descriptor, and a post made
+	// between the two would wait for a wake-up that was drained.
+	r.collect = func() {
 		for _, name := range ts.take() {
 			var s, i int
 			fmt.Sscanf(name, "%d.%d", &s, &i)

@@ -12,6 +12,7 @@
 #define GOLOOP_BRIDGE_H
 
 #include <stdint.h>
+#include <sys/epoll.h>
 
 typedef struct _object PyObject;
 typedef struct _ts PyThreadState;
@@ -124,8 +125,7 @@ int goloop_listener_visit(goloop_listener *l, goloop_visitproc visit, void *arg)
 void goloop_incref(PyObject *o);
 void goloop_decref(PyObject *o);
 PyObject *goloop_fetch_exception(void);   /* new reference; clears it */
-PyThreadState *goloop_save_thread(void);
-void goloop_restore_thread(PyThreadState *ts);
+int goloop_poll(int epfd, struct epoll_event *events, int maxevents, int msec);
 void goloop_set_runtime_error(const char *msg);
 void goloop_set_os_error(int err, const char *msg);   /* msg NULL: strerror(err) */
 void goloop_set_value_error(const char *msg);

@@ -1,5 +1,6 @@
 /* The _goloop extension module: its init, the fork guard, and the small
  * helpers the Go side calls (reference counts, the GIL, errors). */
+#include <errno.h>
 #include <string.h>
 #include "goloop.h"
 #include "_cgo_export.h"
@@ -15,8 +16,18 @@ void goloop_incref(PyObject *o) { Py_INCREF(o); }
 void goloop_decref(PyObject *o) { Py_DECREF(o); }
 
 
-PyThreadState *goloop_save_thread(void) { return PyEval_SaveThread(); }
-void goloop_restore_thread(PyThreadState *ts) { PyEval_RestoreThread(ts); }
+/* The loop's blocking poll, with the GIL released for the wait: one C call
+ * where saving the thread state, epoll_wait and restoring it were three
+ * crossings from Go. Returns epoll_wait's count, or -errno. */
+int
+goloop_poll(int epfd, struct epoll_event *events, int maxevents, int msec)
+{
+    PyThreadState *ts = PyEval_SaveThread();
+    int n = epoll_wait(epfd, events, maxevents, msec);
+    int err = errno;
+    PyEval_RestoreThread(ts);
+    return n < 0 ? -err : n;
+}
 
 void goloop_set_runtime_error(const char *msg) { PyErr_SetString(PyExc_RuntimeError, msg); }
 

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"unsafe"
 
+	"golang.org/x/sys/unix"
+
 	"goloop/core"
 )
 
@@ -22,8 +24,6 @@ type pyLoop struct {
 	core *core.Loop[*C.PyObject]
 	// self is the Python loop object, borrowed for the duration of Run.
 	self *C.PyObject
-	// ts is the thread state saved while the GIL is released for a poll.
-	ts *C.PyThreadState
 	// intake is C memory inside the Python loop object, which outlives
 	// this pyLoop (GoloopFree runs in its dealloc).
 	intake *C.goloop_intake
@@ -98,16 +98,12 @@ func setError(err error) {
 }
 
 // guard is deferred by every export: a panic becomes RuntimeError and the
-// export returns -1. If the panic hit while the GIL was released, it is
-// taken back first.
+// export returns -1. No Go code runs while the GIL is released (Poll waits
+// in C), so the GIL is always held here.
 func guard(rc *C.int, l *pyLoop) {
 	r := recover()
 	if r == nil {
 		return
-	}
-	if l != nil && l.ts != nil {
-		C.goloop_restore_thread(l.ts)
-		l.ts = nil
 	}
 	setError(fmt.Errorf("goloop internal error (Go panic): %v", r))
 	*rc = -1
@@ -177,12 +173,16 @@ func (l *pyLoop) Cancelled(h *C.PyObject) bool { return C.goloop_handle_cancelle
 func (l *pyLoop) Retain(h *C.PyObject)         { C.goloop_incref(h) }
 func (l *pyLoop) Release(h *C.PyObject)        { C.goloop_release(h) }
 
-// BeforePoll releases the GIL: the only place it is (design README §1).
-func (l *pyLoop) BeforePoll() { l.ts = C.goloop_save_thread() }
-
-func (l *pyLoop) AfterPoll() {
-	C.goloop_restore_thread(l.ts)
-	l.ts = nil
+// Poll releases the GIL for the wait: the only place it is (design README
+// §1). events is the poller's array, Go memory without pointers, which C
+// uses only during the call.
+func (l *pyLoop) Poll(epfd int, events []unix.EpollEvent, msec int) (int, error) {
+	n := C.goloop_poll(C.int(epfd), (*C.struct_epoll_event)(unsafe.Pointer(&events[0])),
+		C.int(len(events)), C.int(msec))
+	if n < 0 {
+		return 0, syscall.Errno(-n)
+	}
+	return int(n), nil
 }
 
 func (l *pyLoop) Signalled(sig []byte) error {
