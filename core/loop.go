@@ -288,7 +288,12 @@ func (l *Loop[T]) tick() error {
 		// epoll_wait(0) halves the cost of a tick that runs one task step.
 		return l.runReady()
 	}
-	l.lastPoll = Now()
+	if l.watchers.len() == 0 {
+		// Only the skip above reads lastPoll. Left stale while
+		// descriptors are watched, it can only make the loop poll once
+		// more when they are gone: one clock read saved per tick.
+		l.lastPoll = Now()
+	}
 	_, sig, err := l.poller.wait(msec, l.hooks.Poll, l.collect)
 	if err != nil {
 		return err
@@ -344,11 +349,13 @@ func (l *Loop[T]) nextTimer() (float64, bool) {
 // embedder's items and the core's tasks, each task after the items that
 // were queued before it (as if both were in asyncio's one _ready deque).
 func (l *Loop[T]) runReady() error {
-	end := Now() + clockResolution
-	for l.timers.len() > 0 && l.timers.head().when < end {
-		l.ready.push(l.timers.pop())
+	if l.timers.len() > 0 || l.taskTimers.len() > 0 {
+		end := Now() + clockResolution
+		for l.timers.len() > 0 && l.timers.head().when < end {
+			l.ready.push(l.timers.pop())
+		}
+		l.dueTasks(end)
 	}
-	l.dueTasks(end)
 
 	n, d := l.ready.len(), l.tasks.len()
 	for n > 0 || d > 0 {
