@@ -301,7 +301,21 @@ class _Echo(asyncio.Protocol):
         self.transport.write(data)
 
 
-async def bench_tcp_echo(n, size=1024):
+class _BufferedEcho(asyncio.BufferedProtocol):
+    def __init__(self):
+        self.buf = bytearray(256 * 1024)
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def get_buffer(self, sizehint):
+        return self.buf
+
+    def buffer_updated(self, nbytes):
+        self.transport.write(self.buf[:nbytes])
+
+
+async def bench_tcp_echo(n, size=1024, server_protocol=_Echo):
     """n sequential round trips of size bytes over loopback TCP between a Protocol echo server
     (create_server) and a Protocol client (create_connection), both on the loop under test:
     per trip two readiness events, two data_received and two transport.write."""
@@ -326,7 +340,7 @@ async def bench_tcp_echo(n, size=1024):
             else:
                 done.set_result(None)
 
-    server = await loop.create_server(_Echo, "127.0.0.1", 0)
+    server = await loop.create_server(server_protocol, "127.0.0.1", 0)
     transport, _ = await loop.create_connection(Client, *server.sockets[0].getsockname()[:2])
     t0 = time.perf_counter()
     transport.write(payload)
@@ -336,6 +350,11 @@ async def bench_tcp_echo(n, size=1024):
     server.close()
     await server.wait_closed()
     return elapsed
+
+
+async def bench_tcp_echo_buffered(n):
+    """bench_tcp_echo with a BufferedProtocol server (get_buffer + buffer_updated per read)."""
+    return await bench_tcp_echo(n, server_protocol=_BufferedEcho)
 
 
 async def bench_tcp_echo_100k(n):
@@ -418,6 +437,7 @@ BENCHMARKS = {
     "udp_echo": Bench(bench_udp_echo, 20_000, "UDP echo round trip"),
     "accept": Bench(bench_accept, 5_000, "accept + close"),
     "tcp_echo": Bench(bench_tcp_echo, 20_000, "TCP Protocol echo 1 KiB"),
+    "tcp_echo_buffered": Bench(bench_tcp_echo_buffered, 20_000, "TCP BufferedProtocol echo 1 KiB"),
     "tcp_echo_100k": Bench(bench_tcp_echo_100k, 2_000, "TCP Protocol echo 100 KiB"),
 }
 
