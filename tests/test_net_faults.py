@@ -235,6 +235,59 @@ def test_close_flushes_queued_data_before_connection_lost(loop, side):
     support.run_guarded(loop, main())
 
 
+class TrailerWriter(Recorder):
+    """Writes ``trailer`` from its first resume_writing, as SSLProtocol
+    writes the close_notify it held while its transport was paused."""
+
+    def __init__(self, trailer):
+        super().__init__()
+        self.trailer = trailer
+        self.queued_after_trailer = None
+
+    def resume_writing(self):
+        super().resume_writing()
+        if self.trailer:
+            self.transport.write(self.trailer)
+            self.queued_after_trailer = self.transport.get_write_buffer_size()
+            self.trailer = None
+
+
+# From 3.12 until gh-115514's fix (3.12.9, 3.13.2) the stock loop's close()
+# drops its write callback, so a write into the emptied buffer of a closing
+# transport fails ("Exception in callback None()").
+STOCK_HAS_GH_115514 = ((3, 12) <= sys.version_info[:3] < (3, 12, 9)
+                       or (3, 13) <= sys.version_info[:3] < (3, 13, 2))
+
+
+@pytest.mark.parametrize("low", [0, 256 * 2**10], ids=["drained", "at-low-water"])
+@pytest.mark.parametrize("side", SIDES)
+def test_write_from_resume_writing_after_close_is_flushed(loop, loop_kind, side, low):
+    """gh-115514: close() while paused with data queued; what resume_writing
+    writes as the flush drains (to the low-water mark, or to empty) goes
+    out before connection_lost, even when the socket does not take it at
+    once. CPython's test_ssl checks this with a mocked socket of the
+    selector transport (test_remote_shutdown_receives_trailing_data_on_slow_socket,
+    not run on goloop); here a small SO_SNDBUF makes the socket slow."""
+    if loop_kind == "asyncio" and low == 0 and STOCK_HAS_GH_115514:
+        pytest.skip("stock asyncio before 3.12.9 and 3.13.2 has gh-115514")
+    payload, trailer = os.urandom(4 * 2**20), os.urandom(512 * 2**10)
+
+    async def main():
+        async with connection(loop, side, lambda: TrailerWriter(trailer)) as (transport, proto, peer):
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2**16)
+            transport.set_write_buffer_limits(high=2**20, low=low)
+            transport.write(payload)
+            transport.close()
+            await iterations(5)
+            assert proto.calls == ["made", "pause"]  # the peer has not read yet
+            assert await wait(recv_until_eof(loop, peer)) == (payload + trailer, "eof")
+            assert await wait(proto.lost) is None
+            assert proto.calls == ["made", "pause", "resume", "lost"]
+            assert proto.queued_after_trailer > 0  # the trailer took the buffered path
+            assert transport.get_write_buffer_size() == 0
+    support.run_guarded(loop, main())
+
+
 @pytest.mark.parametrize("side", SIDES)
 def test_abort_drops_queued_data(loop, side):
     async def main():
