@@ -757,18 +757,21 @@ def plot(path, cells, rows, rss_rows, loops, ceiling, may_install, meta):
             ax.set_xscale("log")
         ax.grid(axis="x", alpha=0.3)
     rounds = f"{meta['rounds']} round" + ("s" if meta["rounds"] != 1 else "")
+    # Title, legend and panels each get their own band, in inches from the top, so that they
+    # cannot overlap whatever the figure's height.
+    inch = 1 / fig.get_figheight()
     fig.suptitle(f"goloop network benchmarks — Python {meta['python']}, {meta['cpus']} CPUs, "
-                 f"{rounds} (bars: median, whiskers: min-max)", fontsize=10)
+                 f"{rounds} (bars: median, whiskers: min-max)", fontsize=10,
+                 y=1 - 0.15 * inch, va="top")
     # One legend for all panels, between the title and the first panel, clear of the bars.
     handles = [Patch(facecolor=colors[j % len(colors)] if has_data[server] else "white",
                      edgecolor=colors[j % len(colors)], hatch=None if has_data[server] else "//",
                      label=("go net (ceiling)" if server == CEILING else server)
                      + ("" if has_data[server] else " (failed: no data)"))
                for j, server in enumerate(servers)]
-    top = 1 - 0.75 / fig.get_figheight()
-    fig.legend(handles=handles, loc="lower center", ncol=len(servers), fontsize=8,
-               bbox_to_anchor=(0.5, top), frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, top))
+    fig.legend(handles=handles, loc="upper center", ncol=len(servers), fontsize=8,
+               bbox_to_anchor=(0.5, 1 - 0.4 * inch), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 * inch))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
