@@ -44,6 +44,9 @@ type Datagram struct {
 	head     int
 	qbytes   int // bytes counted against the water marks
 	overhead int // bytes counted per queued datagram besides its payload
+	// dropLost: sends after the transport is lost are counted and dropped
+	// (SetDropWhenLost); otherwise they go to the socket until Lost.
+	dropLost bool
 }
 
 type outDatagram struct {
@@ -91,17 +94,26 @@ func (d *Datagram) SetOverhead(n int) {
 	}
 }
 
+// SetDropWhenLost makes sends after the transport is lost counted
+// (LostWrites) and dropped, as asyncio's sendto does on a transport made
+// with a remote address (it checks _conn_lost only when it has an
+// _address). Without it, the default, they go on being sent until Lost:
+// see SendTo.
+func (d *Datagram) SetDropWhenLost(drop bool) { d.dropLost = drop }
+
+// Dropping reports whether SendTo drops what it is given now (sendLost).
+func (d *Datagram) Dropping() bool { return d.lost && (d.dropLost || d.done) }
+
 // SendTo sends b to to, or to the connected peer if to is empty (asyncio's
 // sendto(data, addr): the bridge checks addr against the connected address
 // and passes none then). Empty datagrams are sent (as CPython 3.13 does;
 // 3.12 returns early, which the bridge does itself). A send error other
 // than EAGAIN goes to Error, as error_received; SendTo itself fails only
-// when the loop is closed or a sink method returns an error. After the
-// transport is lost, sends are counted (LostWrites) and dropped.
+// when the loop is closed or a sink method returns an error. Once the
+// transport is lost, see sendLost.
 func (d *Datagram) SendTo(b []byte, to Sockaddr) error {
 	if d.lost {
-		d.lostWrites++
-		return nil
+		return d.sendLost(b, to)
 	}
 	if d.Queued() == 0 {
 		err := sendto(d.fd, b, to)
@@ -122,6 +134,29 @@ func (d *Datagram) SendTo(b []byte, to Sockaddr) error {
 		return err
 	}
 	return d.maybePause()
+}
+
+// sendLost is SendTo once the transport is lost: counted and dropped with
+// SetDropWhenLost. Otherwise it is sent, as asyncio's sendto sends on the
+// socket (still open until connection_lost) after close() or abort(), and
+// reports its error to error_received; nothing is queued by then, as the
+// buffer was flushed or dropped. What the socket refuses with EAGAIN is
+// dropped: asyncio queues it behind a writer that could run only after
+// connection_lost, which closes the socket. After Lost the embedder has
+// closed fd, and the send is dropped silently (asyncio's sendto fails on
+// the socket it has set to None then, an AttributeError, not a contract).
+func (d *Datagram) sendLost(b []byte, to Sockaddr) error {
+	switch {
+	case d.dropLost:
+		d.lostWrites++
+		return nil
+	case d.done:
+		return nil
+	}
+	if err := sendto(d.fd, b, to); err != nil && !again(err) {
+		return d.sink.Error(err)
+	}
+	return nil
 }
 
 // Ready defers the work to the ready phase, behind the callbacks queued

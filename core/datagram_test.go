@@ -280,14 +280,15 @@ func TestDatagramQueueAndWaterMarks(t *testing.T) {
 }
 
 // TestDatagramCloseFlushesAbortDrops: Close sends what is queued before
-// Lost(nil); Abort drops it, and what is sent after it, and Lost(nil)
-// follows in the next ready phase.
+// Lost(nil); Abort drops it, and (with SetDropWhenLost) what is sent after
+// it, and Lost(nil) follows in the next ready phase.
 func TestDatagramCloseFlushesAbortDrops(t *testing.T) {
 	for _, abort := range []bool{false, true} {
 		t.Run(fmt.Sprint("abort=", abort), func(t *testing.T) {
 			r := newLoop(t)
 			afd, bfd := unixDgramPair(t)
 			a, ak := r.datagram("a", afd)
+			a.SetDropWhenLost(true)
 			sent := 0
 			for a.GetWriteBufferSize() == 0 {
 				a.SendTo([]byte("x"), nil)
@@ -336,6 +337,59 @@ func TestDatagramCloseFlushesAbortDrops(t *testing.T) {
 				t.Errorf("after Close the peer got %d of %d, the last %q", received, sent, last)
 			}
 			r.takeLog()
+		})
+	}
+}
+
+// TestDatagramSendsUntilLost: without SetDropWhenLost, a send after Close
+// or Abort goes out, and one the socket refuses reaches Error, until Lost
+// is delivered; from then on sends are dropped, and not counted.
+func TestDatagramSendsUntilLost(t *testing.T) {
+	for _, abort := range []bool{false, true} {
+		t.Run(fmt.Sprint("abort=", abort), func(t *testing.T) {
+			r := newLoop(t)
+			afd, _ := udpSocket(t)
+			bfd, baddr := udpSocket(t)
+			a, ak := r.datagram("a", afd)
+			b, _ := r.datagram("b", bfd)
+			if abort {
+				a.Abort()
+			} else {
+				a.Close()
+			}
+			if !a.IsLost() || a.Dropping() {
+				t.Errorf("IsLost %v, Dropping %v before Lost, want true, false", a.IsLost(), a.Dropping())
+			}
+			if err := a.SendTo([]byte("late"), raw4(baddr)); err != nil {
+				t.Fatal(err)
+			}
+			// Larger than any UDP datagram: EMSGSIZE.
+			if err := a.SendTo(make([]byte, 70000), raw4(baddr)); err != nil {
+				t.Fatal(err)
+			}
+			ak.lost = func(error) error {
+				if !a.Dropping() {
+					t.Errorf("not Dropping in Lost")
+				}
+				if err := a.SendTo([]byte("after Lost"), raw4(baddr)); err != nil {
+					t.Error(err)
+				}
+				// The datagram sent after Lost would arrive with the first.
+				r.at(core.Now()+0.05, r.item("stop", func() error { r.l.Stop(); return nil }))
+				return nil
+			}
+			b.Start()
+			r.deadline(5)
+			if err := r.run(); err != nil {
+				t.Fatal(err)
+			}
+			want := []string{"a:error:EMSGSIZE", "a:lost:nil", "b:dgram:late", "run:stop"}
+			if diff := cmp.Diff(want, withoutPolls(r.takeLog())); diff != "" {
+				t.Errorf("log (-want +got):\n%s", diff)
+			}
+			if a.LostWrites() != 0 {
+				t.Errorf("LostWrites = %d, want 0", a.LostWrites())
+			}
 		})
 	}
 }
