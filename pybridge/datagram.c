@@ -362,7 +362,7 @@ sendto_slow(DatagramObject *t, PyObject *data, const char *buf, Py_ssize_t len, 
     int state = GoloopDatagramState(t->base.id);
     if (state < 0)
         return NULL;
-    if (state & 1)   /* lost: counted and dropped */
+    if (state & 1)   /* dropped: counted on a transport with an address */
         return send_done(GoloopDatagramSendTo(t->base.id, (char *)buf, (long)len, NULL, 0));
     PyObject *resolved = PyObject_CallFunction(dh.sendto_slow, "OOOO", (PyObject *)t, data, addr,
                                                (state & 2) ? Py_True : Py_False);
@@ -893,6 +893,11 @@ new_datagram_transport(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     int connected = peer != NULL ? PyObject_IsTrue(peer) : 0;
     if (connected < 0)
         return NULL;
+    /* asyncio's sendto drops what comes after the connection is lost only
+     * when the transport has an _address */
+    int addressed = address != Py_None ? PyObject_IsTrue(address) : 0;
+    if (addressed < 0)
+        return NULL;
     DatagramObject *t = PyObject_GC_New(DatagramObject, datagram_type);
     if (t == NULL)
         return NULL;
@@ -909,7 +914,7 @@ new_datagram_transport(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     t->family = (int)family;
     t->connected = (char)connected;
     b->id = GoloopDatagramNew(((LoopObject *)loop)->id, (int)fd, (PyObject *)t, &b->ws,
-                              QUEUED_OVERHEAD);
+                              QUEUED_OVERHEAD, addressed);
     if (b->id < 0) {
         Py_DECREF(t);
         return NULL;

@@ -111,10 +111,12 @@ func (l *pyLoop) releaseDatagrams() {
 // GoloopDatagramNew makes fd (the socket of self, a transport object) a
 // datagram transport of the loop, registered but not read until
 // GoloopDatagramStart. overhead is what each queued datagram counts
-// besides its payload (core.Datagram.SetOverhead).
+// besides its payload (core.Datagram.SetOverhead); addressed is true for a
+// transport made with a remote address, whose sends are dropped once the
+// connection is lost (core.Datagram.SetDropWhenLost).
 //
 //export GoloopDatagramNew
-func GoloopDatagramNew(loopID C.int, fd C.int, self *C.PyObject, ws *C.goloop_wstate, overhead C.int) (rc C.int) {
+func GoloopDatagramNew(loopID C.int, fd C.int, self *C.PyObject, ws *C.goloop_wstate, overhead C.int, addressed C.int) (rc C.int) {
 	defer guard(&rc, nil)
 	l := loopOf(loopID)
 	p := &pyDatagram{loop: l, self: self, fd: int(fd), slot: -1}
@@ -123,6 +125,7 @@ func GoloopDatagramNew(loopID C.int, fd C.int, self *C.PyObject, ws *C.goloop_ws
 		return fail(err)
 	}
 	d.SetOverhead(int(overhead))
+	d.SetDropWhenLost(addressed != 0)
 	p.d, p.ws = d, ws
 	p.sync()
 	l.holdDatagram(p)
@@ -211,8 +214,8 @@ func GoloopDatagramStart(id C.int) (rc C.int) {
 	return 0
 }
 
-// GoloopDatagramState returns 1 if the connection is lost (sends are
-// dropped), plus 2 if datagrams are queued: what sendto's slow path needs
+// GoloopDatagramState returns 1 if sends are dropped (core.Datagram's
+// Dropping), plus 2 if datagrams are queued: what sendto's slow path needs
 // to know before it converts an address in Python.
 //
 //export GoloopDatagramState
@@ -222,7 +225,7 @@ func GoloopDatagramState(id C.int) (rc C.int) {
 	if d == nil {
 		return 1
 	}
-	if d.IsLost() {
+	if d.Dropping() {
 		rc |= 1
 	}
 	if d.Queued() > 0 {

@@ -493,6 +493,43 @@ def test_sendto_after_close_warns_from_the_fifth(loop, asyncio_log):
     assert scenario(loop) == expected
 
 
+@pytest.mark.parametrize("how", ["close", "abort"])
+@pytest.mark.parametrize("made_with", ["local_addr", "connected sock"])
+def test_sendto_after_close_without_remote_addr_still_sends(loop, how, made_with):
+    """An endpoint made without remote_addr goes on sending once closed or
+    aborted, until connection_lost: asyncio's sendto() checks _conn_lost
+    only when the transport has an address. A send the kernel refuses
+    still reaches error_received, whose close() is then a no-op (CPython's
+    test_datagram_write_error_close_from_callback)."""
+    def scenario(lp):
+        async def main():
+            b, pb = await endpoint(lp, local_addr=("127.0.0.1", 0))
+            host, port = b.get_extra_info("sockname")
+            if made_with == "local_addr":
+                a, pa = await endpoint(lp, local_addr=("127.0.0.1", 0))
+            else:
+                raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                raw.setblocking(False)
+                raw.connect((host, port))
+                a, pa = await endpoint(lp, sock=raw)
+            pa.error_received = lambda exc: (pa.errors.append(exc), a.close())
+            getattr(a, how)()
+            a.sendto(b"numeric", (host, port))
+            a.sendto(b"by name", ("localhost", port))  # the slow path
+            a.sendto(bytes(70000), (host, port))  # EMSGSIZE
+            await wait(pa.lost)
+            await pb.until(2)
+            result = (sorted(d for d, _ in pb.datagrams), [type(e) for e in pa.errors],
+                      pa.calls)
+            await close(b)
+            return result
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected == ([b"by name", b"numeric"], [OSError], ["made", "lost"])
+    assert scenario(loop) == expected
+
+
 def test_send_error_goes_to_error_received(loop):
     """A send the kernel refuses (broadcast without SO_BROADCAST: EACCES)
     is reported through error_received, not raised, and the endpoint stays
