@@ -7,23 +7,38 @@ import (
 )
 
 // ListenerSink receives a Listener's connections, on the loop thread. An
-// error returned ends the accept round and is returned from Loop.Run.
+// error returned is returned from Loop.Run.
 type ListenerSink interface {
-	// Accepted hands over a new connection: fd is non-blocking and
-	// close-on-exec, and from now the sink's to close. sa is the peer's
-	// address as the kernel wrote it (a struct sockaddr of len(sa) bytes,
-	// empty if it gave none), valid for the call only: raw, because
-	// x/sys/unix's parsed form loses what Python's socket module shows (an
-	// unnamed Unix peer becomes "@", IPv6 loses its flow info).
-	Accepted(fd int, sa []byte) error
-	// AcceptError reports an accept(2) failure other than the ones
-	// retried silently. For EMFILE, ENFILE, ENOBUFS and ENOMEM the
-	// listener has stopped accepting and resumes by itself after
-	// AcceptRetryDelay (asyncio logs 'socket.accept() out of system
-	// resource' through call_exception_handler); for any other error it
-	// goes on accepting at the next readiness (asyncio lets the error
-	// reach the loop's handler).
-	AcceptError(err error) error
+	// Accepted hands over what one readiness accepted: conns, in the order
+	// accepted, and err, the accept(2) failure that ended the round if it
+	// is not one retried silently (nil otherwise). asyncio's
+	// _accept_connection accepts the whole round in its reader callback,
+	// and reports a failure there, before the Tasks it made to serve the
+	// connections run: so the sink reports err first, then serves conns,
+	// all of them even if it closes or stops the listener meanwhile (a
+	// protocol factory calling Server.close() cannot undo the round).
+	//
+	// Each Fd is non-blocking and close-on-exec, and the sink's to close
+	// from the call on, whatever it returns. conns and each Peer are
+	// valid for the call only.
+	//
+	// For EMFILE, ENFILE, ENOBUFS and ENOMEM the listener has stopped
+	// accepting and resumes by itself after AcceptRetryDelay (asyncio logs
+	// 'socket.accept() out of system resource' through
+	// call_exception_handler); for any other error it goes on accepting at
+	// the next readiness (asyncio lets the error reach the loop's
+	// handler).
+	Accepted(conns []Conn, err error) error
+}
+
+// Conn is a connection a Listener accepted. Peer is the peer's address as
+// the kernel wrote it (a struct sockaddr of len(Peer) bytes, empty if it
+// gave none): raw, because x/sys/unix's parsed form loses what Python's
+// socket module shows (an unnamed Unix peer becomes "@", IPv6 loses its
+// flow info).
+type Conn struct {
+	Fd   int
+	Peer []byte
 }
 
 // AcceptRetryDelay is asyncio's constants.ACCEPT_RETRY_DELAY, in seconds.
@@ -41,7 +56,10 @@ type Listener struct {
 	closed  bool  // Close called
 	retry   *task // pending resumption after a resource error
 	delay   float64
-	rsa     unix.RawSockaddrAny // accept4's address buffer, reused
+	// A round's connections and their addresses (accept4's buffers),
+	// reused: they grow to the largest round seen.
+	conns []Conn
+	addrs []unix.RawSockaddrAny
 }
 
 var _ IO = (*Listener)(nil)
@@ -93,7 +111,8 @@ func (ln *Listener) Stop() error {
 func (ln *Listener) Serving() bool { return ln.serving }
 
 // Close stops accepting for good and unregisters fd, which the embedder
-// may close from then (Server.close). It keeps no reference to the sink.
+// may close from then (Server.close). It keeps no reference to the sink
+// (called from Accepted, it leaves the round's connections to the sink).
 func (ln *Listener) Close() error {
 	if ln.closed {
 		return nil
@@ -107,37 +126,62 @@ func (ln *Listener) Close() error {
 // Fd returns the listening descriptor.
 func (ln *Listener) Fd() int { return ln.fd }
 
-// Ready accepts up to backlog connections.
+// Ready accepts up to backlog connections, then hands them to the sink.
 func (ln *Listener) Ready(Events) error {
-	for i := 0; i < ln.backlog && ln.serving; i++ {
-		fd, n, err := accept4(ln.fd, &ln.rsa)
-		switch err {
+	if !ln.serving {
+		return nil
+	}
+	conns, err := ln.accept()
+	if len(conns) == 0 && err == nil {
+		return nil
+	}
+	return ln.sink.Accepted(conns, err)
+}
+
+// accept is the round: backlog calls to accept4 at most, until the queue
+// is empty or an error ends it.
+func (ln *Listener) accept() ([]Conn, error) {
+	conns := ln.conns[:0]
+	var err error
+accepting:
+	for range ln.backlog {
+		if len(conns) == len(ln.addrs) {
+			ln.addrs = append(ln.addrs, unix.RawSockaddrAny{})
+			ln.addrs = ln.addrs[:cap(ln.addrs)]
+		}
+		rsa := &ln.addrs[len(conns)]
+		fd, n, aerr := accept4(ln.fd, rsa)
+		switch aerr {
 		case nil:
-			sa := unsafe.Slice((*byte)(unsafe.Pointer(&ln.rsa)), n)
-			if err := ln.sink.Accepted(fd, sa); err != nil {
-				return err
-			}
+			// Should addrs grow later in the round, this stays in the old
+			// array, which keeps what accept4 wrote.
+			peer := unsafe.Slice((*byte)(unsafe.Pointer(rsa)), n)
+			conns = append(conns, Conn{Fd: fd, Peer: peer})
 			continue
 		case unix.EAGAIN:
-			return nil // the queue is empty
+			break accepting // the queue is empty
 		case unix.EINTR, unix.ECONNABORTED:
 			// Interrupted, or a connection reset while queued: the next one
-			// may be fine (Go's net retries both; asyncio gives up the round
-			// on ECONNABORTED, which the level-triggered poll makes up for).
+			// may be fine. Go's net retries both, and asyncio ECONNABORTED
+			// from 3.14 on; before, it gives up the round, which the
+			// level-triggered poll makes up for.
 			continue
 		case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
 			// Linux keeps reporting the socket readable while the queue
 			// holds connections we cannot accept, so stop polling it for a
 			// while rather than spin, as asyncio does.
-			if err := ln.backOff(); err != nil {
-				return err
+			if berr := ln.backOff(); berr != nil {
+				for _, c := range conns {
+					unix.Close(c.Fd)
+				}
+				return nil, berr
 			}
-			return ln.sink.AcceptError(wrap("accept4", err))
-		default:
-			return ln.sink.AcceptError(wrap("accept4", err))
 		}
+		err = wrap("accept4", aerr)
+		break accepting
 	}
-	return nil
+	ln.conns = conns
+	return conns, err
 }
 
 // backOff stops polling until the retry delay has passed.

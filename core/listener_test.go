@@ -18,14 +18,28 @@ type lsink struct {
 	failed   func(err error) error
 }
 
-func (s *lsink) Accepted(fd int, sa []byte) error {
+func (s *lsink) Accepted(conns []core.Conn, err error) error {
 	s.r.locked("Accepted")
-	s.fds = append(s.fds, fd)
-	s.r.t.Cleanup(func() { unix.Close(fd) })
-	s.checkPeer(fd, sa)
-	s.r.log = append(s.r.log, "accepted")
-	if s.accepted != nil {
-		return s.accepted(fd)
+	for _, c := range conns {
+		s.r.t.Cleanup(func() { unix.Close(c.Fd) })
+	}
+	if err != nil {
+		s.r.log = append(s.r.log, "accept-error:"+errName(err))
+		if s.failed != nil {
+			if err := s.failed(err); err != nil {
+				return err
+			}
+		}
+	}
+	for _, c := range conns {
+		s.fds = append(s.fds, c.Fd)
+		s.checkPeer(c.Fd, c.Peer)
+		s.r.log = append(s.r.log, "accepted")
+		if s.accepted != nil {
+			if err := s.accepted(c.Fd); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -52,15 +66,6 @@ func (s *lsink) checkPeer(fd int, sa []byte) {
 	if raw.Family != unix.AF_INET || raw.Addr != p.Addr || port != p.Port {
 		t.Errorf("Accepted with %+v, want the peer %+v", raw, p)
 	}
-}
-
-func (s *lsink) AcceptError(err error) error {
-	s.r.locked("AcceptError")
-	s.r.log = append(s.r.log, "accept-error:"+errName(err))
-	if s.failed != nil {
-		return s.failed(err)
-	}
-	return nil
 }
 
 // connected dials addr and waits until the handshake is done, so that the
@@ -179,25 +184,7 @@ func TestListenerEMFILE(t *testing.T) {
 		}
 	}
 
-	var old unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
-		t.Fatal(err)
-	}
-	restore := func() {
-		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
-			t.Errorf("restoring RLIMIT_NOFILE: %v", err)
-		}
-	}
-	t.Cleanup(restore)
-	free, err := unix.Dup(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unix.Close(free)
-	low := unix.Rlimit{Cur: uint64(free), Max: old.Max}
-	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
-		t.Fatal(err)
-	}
+	restore := lowerFDLimit(t, 0)
 
 	var failedAt float64
 	polls := 0
@@ -239,6 +226,122 @@ func TestListenerEMFILE(t *testing.T) {
 	}
 }
 
+// lowerFDLimit lowers the soft RLIMIT_NOFILE so that only room more
+// descriptors can be opened (the lowest free numbers must be free in a
+// row); the returned func, also run at cleanup, restores it.
+func lowerFDLimit(t *testing.T, room int) (restore func()) {
+	t.Helper()
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	restore = func() {
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+			t.Errorf("restoring RLIMIT_NOFILE: %v", err)
+		}
+	}
+	t.Cleanup(restore)
+	free := make([]int, room+1)
+	for i := range free {
+		fd, err := unix.Dup(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		free[i] = fd
+	}
+	for _, fd := range free {
+		unix.Close(fd)
+	}
+	if free[room] != free[0]+room {
+		t.Fatalf("no %d free descriptors in a row: %v", room+1, free)
+	}
+	low := unix.Rlimit{Cur: uint64(free[0] + room), Max: old.Max}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	return restore
+}
+
+// TestListenerRoundErrorFirst: a round that accepts a connection and then
+// runs out of descriptors reports the error before it hands the
+// connection over, as asyncio's reader callback reports it before the Task
+// serving the connection runs.
+func TestListenerRoundErrorFirst(t *testing.T) {
+	r := newLoop(t)
+	lfd, addr := tcpListener(t, 16)
+	k := &lsink{r: r}
+	ln, err := core.NewListener(r.l, lfd, 100, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetRetryDelay(0.01)
+	for range 2 {
+		connected(t, addr)
+	}
+	restore := lowerFDLimit(t, 1)
+	k.failed = func(error) error {
+		restore()
+		return nil
+	}
+	k.accepted = func(int) error {
+		if len(k.fds) == 2 {
+			r.l.Stop()
+		}
+		return nil
+	}
+	if err := ln.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.deadline(5)
+	if err := r.run(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"accept-error:EMFILE", "accepted", "accepted"}
+	if diff := cmp.Diff(want, withoutPolls(r.takeLog())); diff != "" {
+		t.Errorf("log (-want +got):\n%s", diff)
+	}
+}
+
+// TestListenerCloseMidRound: the sink closing the listener while it serves
+// a round (a protocol factory calling Server.close()) still gets the rest
+// of the round, as asyncio's Tasks for the connections its reader callback
+// accepted still run; the fd is unregistered at once.
+func TestListenerCloseMidRound(t *testing.T) {
+	r := newLoop(t)
+	lfd, addr := tcpListener(t, 16)
+	k := &lsink{r: r}
+	ln, err := core.NewListener(r.l, lfd, 100, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		connected(t, addr)
+	}
+	k.accepted = func(int) error {
+		if len(k.fds) == 1 {
+			if err := ln.Close(); err != nil {
+				return err
+			}
+			if r.l.Owner(lfd) != nil {
+				t.Errorf("listener fd still registered after Close")
+			}
+			r.at(core.Now()+0.02, r.item("stop", func() error { r.l.Stop(); return nil }))
+		}
+		return nil
+	}
+	if err := ln.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.deadline(5)
+	if err := r.run(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"accepted", "accepted", "accepted", "run:stop"}
+	if diff := cmp.Diff(want, withoutPolls(r.takeLog())); diff != "" {
+		t.Errorf("log (-want +got):\n%s", diff)
+	}
+}
+
 // rawSink keeps a copy of each raw peer address.
 type rawSink struct {
 	r     *recorder
@@ -246,16 +349,16 @@ type rawSink struct {
 	want  int
 }
 
-func (s *rawSink) Accepted(fd int, sa []byte) error {
-	unix.Close(fd)
-	s.addrs = append(s.addrs, append([]byte(nil), sa...))
+func (s *rawSink) Accepted(conns []core.Conn, err error) error {
+	for _, c := range conns {
+		unix.Close(c.Fd)
+		s.addrs = append(s.addrs, append([]byte(nil), c.Peer...))
+	}
 	if len(s.addrs) == s.want {
 		s.r.l.Stop()
 	}
-	return nil
+	return err
 }
-
-func (s *rawSink) AcceptError(err error) error { return err }
 
 // TestListenerRawUnixAddresses: the address is what the kernel wrote, with
 // its length: just the family for an unnamed Unix peer, the family and
