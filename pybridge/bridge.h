@@ -110,13 +110,16 @@ typedef struct {
     int family, type, proto;
     int own_context;     /* each connection keeps its copy as its own context (3.15) */
 } goloop_listener;
-/* A connection accepted on l's socket: fd is non-blocking and now C's;
- * sa is the peer's raw struct sockaddr (salen bytes, lent for the call).
- * loop is the running loop object (borrowed). Returns 0, or -1 with
- * KeyboardInterrupt or SystemExit set (any other failure is asyncio's
- * 'Error on transport creation', handled here). */
+/* A round of accepts (core.ListenerSink's Accepted), during which l stays
+ * valid; loop is the running loop object (borrowed).
+ * goloop_accepted: a connection accepted on l's socket: fd is non-blocking
+ * and now C's; sa is the peer's raw struct sockaddr (salen bytes, lent for
+ * the call). Returns 0, or -1 with KeyboardInterrupt or SystemExit set
+ * (any other failure is asyncio's 'Error on transport creation', handled
+ * here).
+ * goloop_accept_error: an accept(2) failure the core does not retry
+ * silently; steals exc. */
 int goloop_accepted(PyObject *loop, goloop_listener *l, int fd, const char *sa, long salen);
-/* An accept(2) failure the core does not retry silently; steals exc. */
 int goloop_accept_error(PyObject *loop, goloop_listener *l, PyObject *exc);
 void goloop_listener_free(goloop_listener *l);
 int goloop_listener_visit(goloop_listener *l, goloop_visitproc visit, void *arg);

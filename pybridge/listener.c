@@ -242,23 +242,20 @@ fail:;
     return rc;
 }
 
+/* The Go listener keeps l until the round is served, even if Python code
+ * run from here closes the server. */
 int
 goloop_accepted(PyObject *loopobj, goloop_listener *l, int fd, const char *sa, long salen)
 {
     LoopObject *loop = (LoopObject *)loopobj;
-    /* Python code run from here may close the server, which frees l: what
-     * is needed past that point is held here. */
-    goloop_listener held = *l;
-    PyObject *server = Py_NewRef(held.server), *factory = Py_NewRef(held.factory),
-             *context = Py_NewRef(held.context), *args = Py_NewRef(held.args);
-    held.sock = NULL;   /* not held: not to be used */
+    PyObject *server = l->server;
     PyObject *ctx = NULL, *addr = NULL;
     int rc = -1;
-    PyObject *conn = new_socket(&held, fd);
+    PyObject *conn = new_socket(l, fd);
     if (conn == NULL) {
         close(fd);
         /* as a failure of socket.accept() itself */
-        rc = stop_exception() ? -1 : accept_error(loopobj, args, goloop_fetch_exception());
+        rc = stop_exception() ? -1 : accept_error(loopobj, l->args, goloop_fetch_exception());
         goto done;
     }
     addr = peer_address(sa, salen, conn);
@@ -271,10 +268,10 @@ goloop_accepted(PyObject *loopobj, goloop_listener *l, int fd, const char *sa, l
             goto error;
         Py_DECREF(r);
     }
-    ctx = PyContext_Copy(context);
+    ctx = PyContext_Copy(l->context);
     if (ctx == NULL || PyContext_Enter(ctx) < 0)
         goto error;
-    rc = serve_connection(loop, &held, server, conn, addr, fd, held.own_context ? ctx : NULL);
+    rc = serve_connection(loop, l, server, conn, addr, fd, l->own_context ? ctx : NULL);
     PyObject *exc = rc < 0 ? goloop_fetch_exception() : NULL;
     if (PyContext_Exit(ctx) < 0 && exc == NULL)
         exc = goloop_fetch_exception();
@@ -295,25 +292,18 @@ error:;
         rc = -1;
     }
     else
-        rc = accept_error(loopobj, args, failure);
+        rc = accept_error(loopobj, l->args, failure);
 done:
     Py_XDECREF(ctx);
     Py_XDECREF(addr);
     Py_XDECREF(conn);
-    Py_DECREF(args);
-    Py_DECREF(context);
-    Py_DECREF(factory);
-    Py_DECREF(server);
     return rc;
 }
 
 int
 goloop_accept_error(PyObject *loop, goloop_listener *l, PyObject *exc)
 {
-    PyObject *args = Py_NewRef(l->args);   /* the handler may close the server */
-    int rc = accept_error(loop, args, exc);
-    Py_DECREF(args);
-    return rc;
+    return accept_error(loop, l->args, exc);
 }
 
 void

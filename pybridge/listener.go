@@ -6,9 +6,10 @@ package main
 //
 // Ownership: the listener owns its goloop_listener (C memory holding new
 // references: the socket, the protocol factory, the server, the context)
-// from GoloopListenerNew until GoloopListenerClose, or until the loop is
-// closed or cleared (the core forgets the fd then, as asyncio's selector
-// forgets its reader). The Python socket object owns the fd: Server.close
+// from GoloopListenerNew until GoloopListenerClose (or, closed during a
+// round of accepts, the end of the round), or until the loop is closed or
+// cleared (the core forgets the fd then, as asyncio's selector forgets its
+// reader). The Python socket object owns the fd: Server.close
 // closes it after GoloopListenerClose has unregistered it.
 
 /*
@@ -19,6 +20,8 @@ import "C"
 import (
 	"unsafe"
 
+	"golang.org/x/sys/unix"
+
 	"goloop/core"
 )
 
@@ -26,6 +29,9 @@ type pyListener struct {
 	loop *pyLoop
 	ln   *core.Listener
 	spec *C.goloop_listener
+	// round: inside Accepted, which needs spec to the end of the round;
+	// closed then defers freeing it until the round is served.
+	round, closed bool
 }
 
 var _ core.ListenerSink = (*pyListener)(nil)
@@ -69,7 +75,11 @@ func GoloopListenerClose(loopID C.int, fd C.int) (rc C.int) {
 	}
 	delete(l.listeners, int(fd))
 	err := p.ln.Close()
-	p.free()
+	if p.round {
+		p.closed = true
+	} else {
+		p.free()
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -95,26 +105,42 @@ func (l *pyLoop) releaseListeners() {
 	}
 }
 
-// Accepted is core.ListenerSink's: C makes the socket object, calls the
-// protocol factory and makes the transport.
-func (p *pyListener) Accepted(fd int, sa []byte) error {
-	// A typed pointer: cgo checks an unsafe.Pointer's whole allocation,
-	// and sa lies in the core's Listener, next to Go pointers.
-	var addr *C.char
-	if len(sa) > 0 {
-		addr = (*C.char)(unsafe.Pointer(&sa[0]))
+// Accepted is core.ListenerSink's: C reports err, then for each
+// connection makes the socket object, calls the protocol factory and makes
+// the transport. A KeyboardInterrupt or SystemExit stops the
+// round, and closes the connections it had not served.
+func (p *pyListener) Accepted(conns []core.Conn, err error) error {
+	p.round = true
+	defer func() {
+		p.round = false
+		if p.closed {
+			p.free()
+		}
+	}()
+	if err != nil {
+		setError(err)
+		if C.goloop_accept_error(p.loop.self, p.spec, C.goloop_fetch_exception()) < 0 {
+			closeConns(conns)
+			return errPython
+		}
 	}
-	if C.goloop_accepted(p.loop.self, p.spec, C.int(fd), addr, C.long(len(sa))) < 0 {
-		return errPython
+	for i, c := range conns {
+		// A typed pointer: cgo checks an unsafe.Pointer's whole
+		// allocation, and Peer lies in the core's buffer of addresses.
+		var addr *C.char
+		if len(c.Peer) > 0 {
+			addr = (*C.char)(unsafe.Pointer(&c.Peer[0]))
+		}
+		if C.goloop_accepted(p.loop.self, p.spec, C.int(c.Fd), addr, C.long(len(c.Peer))) < 0 {
+			closeConns(conns[i+1:])
+			return errPython
+		}
 	}
 	return nil
 }
 
-// AcceptError is core.ListenerSink's: asyncio's report of a failed accept.
-func (p *pyListener) AcceptError(err error) error {
-	setError(err)
-	if C.goloop_accept_error(p.loop.self, p.spec, C.goloop_fetch_exception()) < 0 {
-		return errPython
+func closeConns(conns []core.Conn) {
+	for _, c := range conns {
+		unix.Close(c.Fd)
 	}
-	return nil
 }

@@ -762,6 +762,59 @@ def test_accept_protocol_factory_raising(loop, debug):
     assert scenario(loop) == expected
 
 
+@pytest.mark.parametrize("debug", [False, True])
+def test_server_closed_by_the_protocol_factory_mid_burst(loop, debug):
+    """A burst is accepted in one go before any connection is served, so a
+    protocol factory closing the server cannot undo it: each connection
+    still gets its protocol, and then fails Server._attach()'s assertion
+    (reported in debug mode), its socket closed; none is reset."""
+    def scenario(lp):
+        async def main():
+            lp.set_debug(debug)
+            reports = []
+            lp.set_exception_handler(lambda _, ctx: reports.append(
+                (ctx["message"], type(ctx.get("exception")).__name__)))
+            protos = []
+
+            def factory():
+                server.close()
+                proto = Recorder()
+                protos.append(proto)
+                return proto
+
+            server = await lp.create_server(factory, "127.0.0.1", 0)
+            clients = blocking_clients(server, 3)
+            await wait(server.wait_closed())
+            while len(protos) < 3:
+                await asyncio.sleep(0)
+            await iterations(3)
+            # asyncio leaves each socket to the transport's __del__.
+            gc.collect()
+            outcomes = []
+            for c in clients:
+                c.setblocking(False)
+                outcomes.append(await wait(recv_until_eof(lp, c)))
+                c.close()
+            lp.set_debug(False)
+            return [p.calls for p in protos], reports, outcomes
+
+        # asyncio's half-made transports warn, and 3.13+'s __del__ fails
+        # in Server._detach(); goloop's do neither.
+        hook = sys.unraisablehook
+        sys.unraisablehook = lambda _: None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                return support.run_guarded(lp, main())
+        finally:
+            sys.unraisablehook = hook
+
+    expected = support.run_on_reference(scenario)
+    report = ("Error on transport creation for incoming connection", "AssertionError")
+    assert expected == ([[]] * 3, [report] * 3 if debug else [], [(b"", "eof")] * 3)
+    assert scenario(loop) == expected
+
+
 def test_server_close_with_connections_queued(loop):
     """close() with connections still in the listener's queue: none is
     accepted, the clients are reset, wait_closed() returns."""
