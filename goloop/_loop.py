@@ -779,6 +779,15 @@ def _accept_error(loop, exc, args):
         _callback_failed(events.Handle(loop._accept_connection, args, loop), exc)
 
 
+def _accept_slow(loop, args, seconds):
+    # Debug mode: the slow-callback warning for asyncio's reader handle,
+    # _accept_connection, which a native accept round stands for. The
+    # round has no handle, so none shows where it was created.
+    handle = events.Handle(loop._accept_connection, args, loop)
+    handle._source_traceback = None
+    _log_slow(handle, seconds)
+
+
 def _connection_lost_failed(loop, transport, arg, exc):
     # asyncio calls _call_connection_lost through call_soon, so a failing
     # connection_lost() reaches the handler as a failing callback.
@@ -866,4 +875,4 @@ _goloop._set_transport_helpers(
     trsock.TransportSocket,
 )
 _goloop._set_datagram_helpers(_datagram_callback_failed, _datagram_sendto_slow, _logger)
-_goloop._set_listener_helpers(socket.socket, _accept_failed, _accept_error, _logger)
+_goloop._set_listener_helpers(socket.socket, _accept_failed, _accept_error, _accept_slow, _logger)

@@ -110,8 +110,11 @@ typedef struct {
     int family, type, proto;
     int own_context;     /* each connection keeps its copy as its own context (3.15) */
 } goloop_listener;
-/* A round of accepts (core.ListenerSink's Accepted), during which l stays
- * valid; loop is the running loop object (borrowed).
+/* A round of accepts (core.ListenerSink's Accepted) is served between
+ * goloop_accept_begin, which returns what goloop_accept_end takes, and
+ * goloop_accept_end, which in debug mode warns if it was slow (-1 with an
+ * exception set if the warning failed); l stays valid all the while. loop
+ * is the running loop object (borrowed). In a round:
  * goloop_accepted: a connection accepted on l's socket: fd is non-blocking
  * and now C's; sa is the peer's raw struct sockaddr (salen bytes, lent for
  * the call). Returns 0, or -1 with KeyboardInterrupt or SystemExit set
@@ -119,8 +122,10 @@ typedef struct {
  * here).
  * goloop_accept_error: an accept(2) failure the core does not retry
  * silently; steals exc. */
+double goloop_accept_begin(PyObject *loop);
 int goloop_accepted(PyObject *loop, goloop_listener *l, int fd, const char *sa, long salen);
 int goloop_accept_error(PyObject *loop, goloop_listener *l, PyObject *exc);
+int goloop_accept_end(PyObject *loop, goloop_listener *l, double t0);
 void goloop_listener_free(goloop_listener *l);
 int goloop_listener_visit(goloop_listener *l, goloop_visitproc visit, void *arg);
 

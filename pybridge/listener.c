@@ -20,6 +20,7 @@ static struct {
     PyObject *socket_type;        /* socket.socket */
     PyObject *accept_failed;      /* (loop, exc, protocol): _accept_connection2's report */
     PyObject *accept_error;       /* (loop, exc, args): an accept() failure */
+    PyObject *accept_slow;        /* (loop, args, seconds): a slow round, in debug mode */
     PyObject *logger;             /* asyncio's logger */
 } lh;
 
@@ -306,6 +307,42 @@ goloop_accept_error(PyObject *loop, goloop_listener *l, PyObject *exc)
     return accept_error(loop, l->args, exc);
 }
 
+/* Debug mode times a round as _run_once times asyncio's reader handle,
+ * _accept_connection, which the round stands for: with the protocol
+ * factories and the transports' set-up, which asyncio runs in a Task per
+ * connection, and which here run inside it. */
+double
+goloop_accept_begin(PyObject *loop)
+{
+    return ((LoopObject *)loop)->debug ? goloop_monotonic() : -1;
+}
+
+int
+goloop_accept_end(PyObject *loop, goloop_listener *l, double t0)
+{
+    if (t0 < 0)
+        return 0;
+    double dt = goloop_monotonic() - t0;
+    PyObject *limit = PyObject_GetAttrString(loop, "slow_callback_duration");
+    if (limit == NULL)
+        return -1;
+    double slow = PyFloat_AsDouble(limit);
+    Py_DECREF(limit);
+    if (slow == -1 && PyErr_Occurred())
+        return -1;
+    if (dt < slow)
+        return 0;
+    PyObject *seconds = PyFloat_FromDouble(dt);
+    if (seconds == NULL)
+        return -1;
+    PyObject *r = PyObject_CallFunctionObjArgs(lh.accept_slow, loop, l->args, seconds, NULL);
+    Py_DECREF(seconds);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
 void
 goloop_listener_free(goloop_listener *l)
 {
@@ -429,18 +466,19 @@ unserve(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 }
 
 /* _set_listener_helpers(socket.socket, accept_failed, accept_error,
- * logger), once, from goloop/_loop.py. */
+ * accept_slow, logger), once, from goloop/_loop.py. */
 static PyObject *
 set_listener_helpers(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "_set_listener_helpers() takes 4 arguments");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "_set_listener_helpers() takes 5 arguments");
         return NULL;
     }
     Py_XSETREF(lh.socket_type, Py_NewRef(args[0]));
     Py_XSETREF(lh.accept_failed, Py_NewRef(args[1]));
     Py_XSETREF(lh.accept_error, Py_NewRef(args[2]));
-    Py_XSETREF(lh.logger, Py_NewRef(args[3]));
+    Py_XSETREF(lh.accept_slow, Py_NewRef(args[3]));
+    Py_XSETREF(lh.logger, Py_NewRef(args[4]));
     Py_RETURN_NONE;
 }
 

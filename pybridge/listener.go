@@ -107,7 +107,8 @@ func (l *pyLoop) releaseListeners() {
 
 // Accepted is core.ListenerSink's: C reports err, then for each
 // connection makes the socket object, calls the protocol factory and makes
-// the transport. A KeyboardInterrupt or SystemExit stops the
+// the transport; in debug mode, it warns if the round was slow, as asyncio
+// does for its reader handle. A KeyboardInterrupt or SystemExit stops the
 // round, and closes the connections it had not served.
 func (p *pyListener) Accepted(conns []core.Conn, err error) error {
 	p.round = true
@@ -117,6 +118,7 @@ func (p *pyListener) Accepted(conns []core.Conn, err error) error {
 			p.free()
 		}
 	}()
+	t0 := C.goloop_accept_begin(p.loop.self)
 	if err != nil {
 		setError(err)
 		if C.goloop_accept_error(p.loop.self, p.spec, C.goloop_fetch_exception()) < 0 {
@@ -135,6 +137,9 @@ func (p *pyListener) Accepted(conns []core.Conn, err error) error {
 			closeConns(conns[i+1:])
 			return errPython
 		}
+	}
+	if C.goloop_accept_end(p.loop.self, p.spec, t0) < 0 {
+		return errPython
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 import warnings
 
 import pytest
@@ -813,6 +814,64 @@ def test_server_closed_by_the_protocol_factory_mid_burst(loop, debug):
     report = ("Error on transport creation for incoming connection", "AssertionError")
     assert expected == ([[]] * 3, [report] * 3 if debug else [], [(b"", "eof")] * 3)
     assert scenario(loop) == expected
+
+
+def test_slow_accept_is_logged(loop, asyncio_log):
+    """Debug mode times the accept as asyncio times its reader handle,
+    _accept_connection (named with its arguments), and connection_made as
+    the handle it is called in."""
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.0
+
+    async def main():
+        accepting = Accepting()
+        server = await loop.create_server(accepting, "127.0.0.1", 0)
+        (client,) = blocking_clients(server, 1)
+        proto = await accepting.next()
+        client.close()
+        await wait(proto.lost)
+        server.close()
+        await wait(server.wait_closed())
+
+    support.run_guarded(loop, main())
+    slow = [r.getMessage() for r in asyncio_log.records
+            if r.getMessage().startswith("Executing <Handle")]
+    # (reprlib shortens the arguments)
+    for handle in (r"BaseSelectorEventLoop\._accept_connection\(.+, 100, .+\)",
+                   r"Recorder\.connection_made\(<.+>\)"):
+        assert any(re.fullmatch(r"Executing <Handle " + handle +
+                                r"( created at [^>]*)?> took \d+\.\d{3} seconds", m)
+                   for m in slow), (handle, slow)
+
+
+def test_slow_protocol_factory_is_logged(loop, asyncio_log):
+    """A protocol factory slower than slow_callback_duration is reported,
+    as part of the accept (goloop: the _accept_connection handle) or of
+    asyncio's Task that runs it (_accept_connection2)."""
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.05
+
+    def factory():
+        end = time.monotonic() + 0.06
+        while time.monotonic() < end:
+            pass
+        return Recorder()
+
+    async def main():
+        accepting = Accepting(factory)
+        server = await loop.create_server(accepting, "127.0.0.1", 0)
+        (client,) = blocking_clients(server, 1)
+        proto = await accepting.next()
+        client.close()
+        await wait(proto.lost)
+        server.close()
+        await wait(server.wait_closed())
+
+    support.run_guarded(loop, main())
+    took = [float(m.group(1)) for r in asyncio_log.records
+            if (m := re.fullmatch(r"Executing <.*\._accept_connection2?\(.*> took (\d+\.\d{3}) "
+                                  r"seconds", r.getMessage()))]
+    assert len(took) == 1 and took[0] >= 0.05, [r.getMessage() for r in asyncio_log.records]
 
 
 def test_server_close_with_connections_queued(loop):
