@@ -363,6 +363,35 @@ async def bench_tcp_echo_100k(n):
     return await bench_tcp_echo(n, 100 * 1024)
 
 
+async def bench_streams_echo(n):
+    """n sequential 1 KiB round trips between an asyncio.start_server echo (reader.read,
+    writer.write, drain) and an open_connection client doing the same: the streams' Python
+    over the loop's transports, futures and task wake-ups."""
+    payload = b"x" * 1024
+
+    async def echo(reader, writer):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+    t0 = time.perf_counter()
+    for _ in range(n):
+        writer.write(payload)
+        await writer.drain()
+        got = 0
+        while got < len(payload):
+            got += len(await reader.read(65536))
+    elapsed = time.perf_counter() - t0
+    writer.close()
+    await writer.wait_closed()
+    server.close()
+    await server.wait_closed()
+    return elapsed
+
+
 # The client of bench_accept: a separate process (callgrind does not follow it, so only the
 # server's work is counted) that connects n times, each time waiting for the server to close.
 _ACCEPT_CLIENT = """
@@ -438,6 +467,7 @@ BENCHMARKS = {
     "accept": Bench(bench_accept, 5_000, "accept + close"),
     "tcp_echo": Bench(bench_tcp_echo, 20_000, "TCP Protocol echo 1 KiB"),
     "tcp_echo_buffered": Bench(bench_tcp_echo_buffered, 20_000, "TCP BufferedProtocol echo 1 KiB"),
+    "streams_echo": Bench(bench_streams_echo, 10_000, "streams echo 1 KiB"),
     "tcp_echo_100k": Bench(bench_tcp_echo_100k, 2_000, "TCP Protocol echo 100 KiB"),
 }
 
