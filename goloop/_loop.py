@@ -874,5 +874,5 @@ _goloop._set_transport_helpers(
     _logger,
     trsock.TransportSocket,
 )
-_goloop._set_datagram_helpers(_datagram_callback_failed, _datagram_sendto_slow, _logger)
+_goloop._set_datagram_helpers(_datagram_callback_failed, _datagram_sendto_slow)
 _goloop._set_listener_helpers(socket.socket, _accept_failed, _accept_error, _accept_slow, _logger)

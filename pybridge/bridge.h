@@ -46,25 +46,35 @@ int  goloop_handle_cancelled(PyObject *handle);
 /* loop.c */
 int  goloop_signalled(PyObject *loop, const char *data, long n); /* -1: stop the loop */
 
-/* Kept current by stream.go in each transport object, so that the
- * transport's hottest methods need not call into Go. idle means write() may
- * send() straight to the socket from C (stream.c's fast path): the stream
- * is open, has not had write_eof(), and nothing is buffered; Go clears it
- * before the socket can be closed. closing and reading are is_closing() and
- * is_reading(). */
+/* Kept current by transport.go in each transport object, so that the
+ * transport's hottest methods need not call into Go. idle means C may send
+ * straight to the socket (stream.c's write(), datagram.c's sendto()): the
+ * transport is open with nothing queued (a stream: and has not had
+ * write_eof()); Go clears it before the socket can be closed. closing and
+ * reading are is_closing() and is_reading(). */
 typedef struct {
     char idle;
     char closing;
     char reading;
 } goloop_wstate;
 
-/* stream.c: the protocol side of a socket transport, called by stream.go's
- * sink. t is the transport object (borrowed). Unless said otherwise they
- * return 0, or -1 with an exception set that must stop the loop
- * (KeyboardInterrupt, SystemExit). Any other exception from the protocol is
- * handled as asyncio's transport does: reported through the loop's
- * exception handler, and the transport force-closed with it (a nested call
- * of GoloopStreamForceClose) -- the Go side then finds the stream lost. */
+/* The protocol side of the native transports, called by the Go sinks. t is
+ * the transport object (borrowed). Unless said otherwise they return 0, or
+ * -1 with an exception set that must stop the loop (KeyboardInterrupt,
+ * SystemExit).
+ *
+ * transport.c: what both kinds call. */
+int goloop_transport_pause_writing(PyObject *t);
+int goloop_transport_resume_writing(PyObject *t);
+void goloop_transport_drained(PyObject *t);   /* resolves a stream's _make_empty_waiter future */
+/* connection_lost(exc), then closes the socket; steals exc (NULL: None). */
+int goloop_transport_lost(PyObject *t, PyObject *exc);
+int goloop_visit_objects(goloop_visitproc visit, void *arg, uintptr_t *objs, long n);
+/* stream.c: a stream's reads. Any exception from the protocol but those
+ * that stop the loop is handled as asyncio's transport does: reported
+ * through the loop's exception handler, and the transport force-closed
+ * with it (a nested call of GoloopTransportForceClose) -- the Go side then
+ * finds the stream lost. */
 int goloop_stream_data(PyObject *t, const char *buf, long n);
 int goloop_stream_eof(PyObject *t);   /* -1, or 1: keep open, 0: close */
 typedef struct {
@@ -74,28 +84,19 @@ typedef struct {
 } goloop_getbuf;
 goloop_getbuf goloop_stream_get_buffer(PyObject *t);
 int goloop_stream_buffer_updated(PyObject *t, long n);   /* n == 0: release only */
-int goloop_stream_pause_writing(PyObject *t);
-int goloop_stream_resume_writing(PyObject *t);
-void goloop_stream_drained(PyObject *t);   /* resolves _make_empty_waiter's future */
-/* connection_lost(exc), then closes the socket; steals exc (NULL: None). */
-int goloop_stream_lost(PyObject *t, PyObject *exc);
 /* One buffer of writelines(), lent for the call. */
 typedef struct {
     char *buf;
     long len;
 } goloop_buf;
-/* datagram.c: the protocol side of a datagram transport, called by
- * datagram.go's sink, with stream.c's flow control and connection_lost
- * helpers (the two transport types share TransportObject's layout). Return
- * values as above. datagram_received(data, addr): addr is the sender's
- * struct sockaddr, addrlen bytes (0: None). A protocol exception is
- * reported as asyncio reports a failing _read_ready/_sendto_ready callback,
- * and the transport stays open. error_received(exc) steals exc; mode is
- * where asyncio would call it: 0 _read_ready, 1 _sendto_ready, 2 sendto(),
- * where an exception it raises is left set (-1) for sendto's caller. */
+/* datagram.c: datagram_received(data, addr): addr is the sender's struct
+ * sockaddr, addrlen bytes (0: None). A protocol exception is reported as
+ * asyncio reports a failing _read_ready/_sendto_ready callback, and the
+ * transport stays open. error_received(exc) steals exc; mode is where
+ * asyncio would call it: 0 _read_ready, 1 _sendto_ready, 2 sendto(), where
+ * an exception it raises is left set (-1) for sendto's caller. */
 int goloop_datagram_received(PyObject *t, const char *buf, long n, const char *addr, int addrlen);
 int goloop_datagram_error(PyObject *t, PyObject *exc, int mode);
-int goloop_visit_objects(goloop_visitproc visit, void *arg, uintptr_t *objs, long n);
 
 /* listener.c: what a server's listening socket needs at each accept.
  * Allocated by _serve and owned by the Go listener (listener.go) from

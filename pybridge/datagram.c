@@ -1,9 +1,10 @@
 /* goloop._DatagramTransport: asyncio's _SelectorDatagramTransport for UDP
  * and Unix datagram sockets, with the socket I/O, the send queue and flow
- * control in the Go core (core.Datagram, through datagram.go). The methods
- * check arguments as asyncio does and call one Go export each; the helpers
- * at the top are what the Go sink calls to reach the protocol. Layout and
- * ownership: goloop.h, DatagramObject. */
+ * control in the Go core (core.Datagram, through datagram.go). What it
+ * shares with the stream transport is in transport.c; here are the methods
+ * only a datagram transport has, which check arguments as asyncio does and
+ * call one Go export each, and the helpers the Go sink calls to reach the
+ * protocol. Layout and ownership: goloop.h, DatagramObject. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
@@ -12,7 +13,6 @@
 #include <string.h>
 #include <sys/un.h>
 #include "goloop.h"
-#include "structmember.h"
 #include "_cgo_export.h"
 
 static PyTypeObject *datagram_type;
@@ -21,11 +21,9 @@ static PyTypeObject *datagram_type;
 static struct {
     PyObject *callback_failed;   /* (transport, exc, method): a protocol callback raised */
     PyObject *sendto_slow;       /* (transport, data, addr, queued) -> address or None */
-    PyObject *logger;            /* asyncio's logger */
 } dh;
 
-static PyObject *str_datagram_received, *str_error_received, *str_close, *str_fileno,
-    *str_family, *str_peername;
+static PyObject *str_datagram_received, *str_error_received, *str_family, *str_peername;
 
 /* What each queued datagram counts besides its payload: 3.13 added the UDP
  * header's 8 bytes (_header_size from 3.14). */
@@ -36,14 +34,6 @@ static PyObject *str_datagram_received, *str_error_received, *str_close, *str_fi
 #endif
 
 #define D(o) ((DatagramObject *)(o))
-#define B(o) (&D(o)->base)
-
-static int
-stop_exception(void)
-{
-    return PyErr_ExceptionMatches(PyExc_SystemExit) ||
-           PyErr_ExceptionMatches(PyExc_KeyboardInterrupt);
-}
 
 /* A protocol callback raised (exception set) where asyncio would have been
  * running the fd's reader or writer handle (method names it): the handler
@@ -52,26 +42,19 @@ stop_exception(void)
 static int
 callback_failed(DatagramObject *t, const char *method)
 {
-    if (stop_exception())
+    if (goloop_stop_exception())
         return -1;
     PyObject *exc = goloop_fetch_exception();
     PyObject *r = PyObject_CallFunction(dh.callback_failed, "OOs", (PyObject *)t, exc, method);
     Py_DECREF(exc);
     if (r == NULL) {
-        if (stop_exception())
+        if (goloop_stop_exception())
             return -1;
         PyErr_WriteUnraisable((PyObject *)t);
     }
     Py_XDECREF(r);
     return 0;
 }
-
-/* --- contexts ----------------------------------------------------------- */
-
-/* Which context each callback runs in (goloop.h, TransportObject): a
- * datagram transport never has one of its own. */
-#define READ_CTX(t) ((t)->base.read_ctx)
-#define WRITE_CTX(t) ((t)->base.write_ctx ? (t)->base.write_ctx : (t)->base.read_ctx)
 
 /* --- addresses ---------------------------------------------------------- */
 
@@ -258,9 +241,10 @@ goloop_datagram_received(PyObject *o, const char *buf, long n, const char *addr,
     if (t->base.protocol == NULL)
         return 0;
     goloop_scope s;
-    if (goloop_scope_enter(&t->base, &s, READ_CTX(t)) < 0)
+    if (goloop_scope_enter(&t->base, &s, GOLOOP_READ_CTX(&t->base)) < 0)
         return callback_failed(t, "_read_ready");
-    return goloop_scope_leave(&t->base, &s, datagram_received(t, buf, n, addr, addrlen), "_read_ready", NULL);
+    return goloop_scope_leave(&t->base, &s, datagram_received(t, buf, n, addr, addrlen),
+                              "_read_ready", NULL);
 }
 
 int
@@ -275,7 +259,8 @@ goloop_datagram_error(PyObject *o, PyObject *exc, int mode)
     goloop_scope s;
     s.ctx = NULL;
     s.loop = NULL;
-    if (mode != 2 && goloop_scope_enter(&t->base, &s, mode == 1 ? WRITE_CTX(t) : READ_CTX(t)) < 0) {
+    PyObject *ctx = mode == 1 ? GOLOOP_WRITE_CTX(&t->base) : GOLOOP_READ_CTX(&t->base);
+    if (mode != 2 && goloop_scope_enter(&t->base, &s, ctx) < 0) {
         Py_DECREF(exc);
         return callback_failed(t, handle);
     }
@@ -302,13 +287,8 @@ send_done(int rc)
         return NULL;
     if (rc == 2)   /* queued: see send_go */
         Py_RETURN_NONE;
-    if (rc == 1) {
-        PyObject *r = PyObject_CallMethod(dh.logger, "warning", "s",
-                                          "socket.send() raised exception.");
-        if (r == NULL)
-            return NULL;
-        Py_DECREF(r);
-    }
+    if (rc == 1 && goloop_warn_lost_write() < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -459,153 +439,6 @@ datagram_sendto(DatagramObject *t, PyObject *const *args, Py_ssize_t nargs, PyOb
     return r;
 }
 
-/* close(), abort(), _force_close(): asyncio schedules connection_lost with
- * call_soon from the first of them, in the caller's context; close() with
- * datagrams still queued leaves it to the writer, in the writer's. */
-static int
-closing(DatagramObject *t, int now)
-{
-    if (t->base.lost_ctx != NULL || t->base.ws.closing)
-        return 0;
-    if (!now && t->base.write_ctx != NULL) {
-        int state = GoloopDatagramState(t->base.id);
-        if (state < 0)
-            return -1;
-        if (state & 2) {
-            t->base.lost_ctx = Py_NewRef(t->base.write_ctx);
-            return 0;
-        }
-    }
-    return goloop_capture_context(&t->base, &t->base.lost_ctx);
-}
-
-static PyObject *
-datagram_close(DatagramObject *t, PyObject *Py_UNUSED(ignored))
-{
-    if (closing(t, 0) < 0)
-        return NULL;
-    if (GoloopDatagramClose(t->base.id) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-datagram_abort(DatagramObject *t, PyObject *Py_UNUSED(ignored))
-{
-    if (closing(t, 1) < 0)
-        return NULL;
-    if (GoloopDatagramForceClose(t->base.id, NULL) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-/* _force_close(exc): connection_lost gets exc. */
-static PyObject *
-datagram_force_close(DatagramObject *t, PyObject *exc)
-{
-    if (closing(t, 1) < 0)
-        return NULL;
-    if (GoloopDatagramForceClose(t->base.id, exc == Py_None ? NULL : Py_NewRef(exc)) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-datagram_is_closing(DatagramObject *t, PyObject *Py_UNUSED(ignored))
-{
-    return PyBool_FromLong(t->base.ws.closing);
-}
-
-static PyObject *
-datagram_is_reading(DatagramObject *t, PyObject *Py_UNUSED(ignored))
-{
-    return PyBool_FromLong(!t->base.ws.closing && t->base.ws.reading);
-}
-
-static PyObject *
-pause_resume(DatagramObject *t, int pause)
-{
-    int rc = GoloopDatagramPauseReading(t->base.id, pause);
-    if (rc < 0)
-        return NULL;
-    /* resuming adds a new reader handle, with a copy of this context */
-    if (rc > 0 && !pause && goloop_capture_context(&t->base, &t->base.read_ctx) < 0)
-        return NULL;
-    if (rc > 0 && t->base.loop != NULL && t->base.loop->debug) {
-        PyObject *r = PyObject_CallMethod(dh.logger, "debug", "sO",
-                                          pause ? "%r pauses reading" : "%r resumes reading",
-                                          (PyObject *)t);
-        if (r == NULL)
-            return NULL;
-        Py_DECREF(r);
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-datagram_pause_reading(DatagramObject *t, PyObject *Py_UNUSED(ignored))
-{
-    return pause_resume(t, 1);
-}
-
-static PyObject *
-datagram_resume_reading(DatagramObject *t, PyObject *Py_UNUSED(ignored))
-{
-    return pause_resume(t, 0);
-}
-
-static PyObject *
-datagram_get_write_buffer_size(DatagramObject *t, PyObject *Py_UNUSED(ignored))
-{
-    return PyLong_FromLong(GoloopDatagramBufferSize(t->base.id));
-}
-
-static PyObject *
-datagram_get_write_buffer_limits(DatagramObject *t, PyObject *Py_UNUSED(ignored))
-{
-    long long low, high;
-    if (GoloopDatagramLimits(t->base.id, &low, &high) < 0)
-        return NULL;
-    return Py_BuildValue("(LL)", low, high);
-}
-
-static PyObject *
-datagram_set_write_buffer_limits(DatagramObject *t, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"high", "low", NULL};
-    PyObject *high = NULL, *low = NULL;
-    long long h, l;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:set_write_buffer_limits", kwlist,
-                                     &high, &low))
-        return NULL;
-    if (goloop_limit_arg(high, &h) < 0 || goloop_limit_arg(low, &l) < 0)
-        return NULL;
-    if (GoloopDatagramSetLimits(t->base.id, h, l) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-datagram_get_extra_info(DatagramObject *t, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"name", "default", NULL};
-    PyObject *name, *dflt = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:get_extra_info", kwlist, &name, &dflt))
-        return NULL;
-    if (t->base.extra == NULL)
-        return Py_NewRef(dflt);
-    PyObject *v = PyDict_GetItemWithError(t->base.extra, name);
-    if (v == NULL && PyErr_Occurred())
-        return NULL;
-    return Py_NewRef(v != NULL ? v : dflt);
-}
-
-static PyObject *
-datagram_get_protocol(DatagramObject *t, PyObject *Py_UNUSED(ignored))
-{
-    return Py_NewRef(t->base.protocol != NULL ? t->base.protocol : Py_None);
-}
-
 static PyObject *
 datagram_set_protocol(DatagramObject *t, PyObject *protocol)
 {
@@ -613,160 +446,28 @@ datagram_set_protocol(DatagramObject *t, PyObject *protocol)
     Py_RETURN_NONE;
 }
 
-/* Reading starts in a call_soon after connection_made, as asyncio adds its
- * reader; not if pause_reading() or close() came first. */
-static PyObject *
-datagram_start(DatagramObject *t, PyObject *Py_UNUSED(ignored))
-{
-    /* the reader handle asyncio adds here copies this context */
-    if (goloop_capture_context(&t->base, &t->base.read_ctx) < 0)
-        return NULL;
-    if (GoloopDatagramStart(t->base.id) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-/* asyncio's _SelectorTransport.__repr__. */
-static PyObject *
-datagram_repr(DatagramObject *t)
-{
-    PyObject *name = PyType_GetName(Py_TYPE(t));
-    if (name == NULL)
-        return NULL;
-    const char *status = t->base.sock == NULL ? " closed" : t->base.ws.closing ? " closing" : "";
-    PyObject *r;
-    LoopObject *loop = t->base.loop;
-    if (loop != NULL && !loop->closed) {
-        int ev = GoloopWatching(loop->id, t->base.fd);
-        r = PyUnicode_FromFormat("<%U%s fd=%d read=%s write=<%s, bufsize=%ld>>", name, status,
-                                 t->base.fd, (ev & 1) ? "polling" : "idle",
-                                 (ev & 2) ? "polling" : "idle",
-                                 GoloopDatagramBufferSize(t->base.id));
-    }
-    else {
-        r = PyUnicode_FromFormat("<%U%s fd=%d>", name, status, t->base.fd);
-    }
-    Py_DECREF(name);
-    return r;
-}
-
-static void
-close_socket(DatagramObject *t)
-{
-    PyObject *sock = t->base.sock;
-    t->base.sock = NULL;
-    if (sock == NULL)
-        return;
-    PyObject *r = PyObject_CallMethodNoArgs(sock, str_close);
-    Py_DECREF(sock);
-    if (r == NULL)
-        PyErr_WriteUnraisable((PyObject *)t);
-    Py_XDECREF(r);
-}
-
-/* asyncio's __del__: an unclosed transport warns, takes its fd back from
- * the core and closes its socket. */
-static void
-datagram_finalize(DatagramObject *t)
-{
-    if (t->base.sock == NULL)
-        return;
-    PyObject *saved = PyErr_Occurred() ? goloop_fetch_exception() : NULL;
-    if (PyErr_ResourceWarning((PyObject *)t, 1, "unclosed transport %R", (PyObject *)t) < 0)
-        PyErr_WriteUnraisable((PyObject *)t);
-    if (t->base.id >= 0 && !goloop_forked && GoloopDatagramDetach(t->base.id) < 0)
-        PyErr_WriteUnraisable((PyObject *)t);
-    close_socket(t);
-    if (saved != NULL)
-        goloop_restore_exception(saved);
-}
-
 static int
 datagram_traverse(DatagramObject *t, visitproc visit, void *arg)
 {
-    Py_VISIT(t->base.extra);
-    Py_VISIT(t->base.loop);
-    Py_VISIT(t->base.sock);
-    Py_VISIT(t->base.protocol);
-    Py_VISIT(t->base.context);
-    Py_VISIT(t->base.read_ctx);
-    Py_VISIT(t->base.write_ctx);
-    Py_VISIT(t->base.lost_ctx);
-    Py_VISIT(t->base.dict);
     Py_VISIT(t->address);
     Py_VISIT(t->from_obj);
     Py_VISIT(t->to_obj);
-    Py_VISIT(Py_TYPE(t));
-    return 0;
+    return goloop_transport_traverse(&t->base, visit, arg);
 }
 
 static int
 datagram_clear(DatagramObject *t)
 {
-    Py_CLEAR(t->base.extra);
-    Py_CLEAR(t->base.loop);
-    Py_CLEAR(t->base.sock);
-    Py_CLEAR(t->base.protocol);
-    Py_CLEAR(t->base.context);
-    Py_CLEAR(t->base.read_ctx);
-    Py_CLEAR(t->base.write_ctx);
-    Py_CLEAR(t->base.lost_ctx);
-    Py_CLEAR(t->base.dict);
     Py_CLEAR(t->address);
     Py_CLEAR(t->from_obj);
     Py_CLEAR(t->to_obj);
-    return 0;
-}
-
-static void
-datagram_dealloc(DatagramObject *t)
-{
-    PyTypeObject *tp = Py_TYPE(t);
-    if (PyObject_CallFinalizerFromDealloc((PyObject *)t) < 0)
-        return;   /* resurrected */
-    PyObject_GC_UnTrack(t);
-    if (t->base.weakreflist != NULL)
-        PyObject_ClearWeakRefs((PyObject *)t);
-    if (t->base.id >= 0 && !goloop_forked)
-        GoloopDatagramFree(t->base.id);
-    t->base.id = -1;
-    datagram_clear(t);
-    PyObject_GC_Del(t);
-    Py_DECREF(tp);
+    return goloop_transport_clear(&t->base);
 }
 
 static PyObject *
-get_obj(PyObject *o)
+get_address(DatagramObject *t, void *c)
 {
-    return Py_NewRef(o != NULL ? o : Py_None);
-}
-
-static PyObject *get_extra(DatagramObject *t, void *c) { return get_obj(t->base.extra); }
-static PyObject *get_loop(DatagramObject *t, void *c) { return get_obj((PyObject *)t->base.loop); }
-static PyObject *get_sock(DatagramObject *t, void *c) { return get_obj(t->base.sock); }
-static PyObject *get_sock_fd(DatagramObject *t, void *c) { return PyLong_FromLong(t->base.fd); }
-static PyObject *get_protocol(DatagramObject *t, void *c) { return get_obj(t->base.protocol); }
-static PyObject *get_address(DatagramObject *t, void *c) { return get_obj(t->address); }
-static PyObject *get_closing(DatagramObject *t, void *c) { return PyBool_FromLong(t->base.ws.closing); }
-
-static PyObject *
-get_paused(DatagramObject *t, void *c)
-{
-    return PyBool_FromLong(t->base.protocol_paused);
-}
-
-static PyObject *
-get_high(DatagramObject *t, void *c)
-{
-    long long low, high;
-    return GoloopDatagramLimits(t->base.id, &low, &high) < 0 ? NULL : PyLong_FromLongLong(high);
-}
-
-static PyObject *
-get_low(DatagramObject *t, void *c)
-{
-    long long low, high;
-    return GoloopDatagramLimits(t->base.id, &low, &high) < 0 ? NULL : PyLong_FromLongLong(low);
+    return goloop_get_obj(t->address);
 }
 
 static PyMethodDef datagram_methods[] = {
@@ -774,63 +475,22 @@ static PyMethodDef datagram_methods[] = {
      "Send data to the transport.\n\nThis does not block; it buffers the data and arranges "
      "for it to be sent out asynchronously. addr is target socket address. If addr is None "
      "use target address pointed on transport creation."},
-    {"close", (PyCFunction)datagram_close, METH_NOARGS, "Close the transport."},
-    {"abort", (PyCFunction)datagram_abort, METH_NOARGS, "Close the transport immediately."},
-    {"is_closing", (PyCFunction)datagram_is_closing, METH_NOARGS,
-     "Return True if the transport is closing or closed."},
-    {"is_reading", (PyCFunction)datagram_is_reading, METH_NOARGS,
-     "Return True if the transport is receiving."},
-    {"pause_reading", (PyCFunction)datagram_pause_reading, METH_NOARGS,
-     "Pause the receiving end."},
-    {"resume_reading", (PyCFunction)datagram_resume_reading, METH_NOARGS,
-     "Resume the receiving end."},
-    {"get_write_buffer_size", (PyCFunction)datagram_get_write_buffer_size, METH_NOARGS,
-     "Return the current size of the write buffer."},
-    {"get_write_buffer_limits", (PyCFunction)datagram_get_write_buffer_limits, METH_NOARGS,
-     "Get the high and low watermarks for write flow control."},
-    {"set_write_buffer_limits", (PyCFunction)(void (*)(void))datagram_set_write_buffer_limits,
-     METH_VARARGS | METH_KEYWORDS, "Set the high- and low-water limits for write flow control."},
-    {"get_extra_info", (PyCFunction)(void (*)(void))datagram_get_extra_info,
-     METH_VARARGS | METH_KEYWORDS, "Get optional transport information."},
-    {"get_protocol", (PyCFunction)datagram_get_protocol, METH_NOARGS,
-     "Return the current protocol."},
     {"set_protocol", (PyCFunction)datagram_set_protocol, METH_O, "Set a new protocol."},
-    {"_force_close", (PyCFunction)datagram_force_close, METH_O, NULL},
-    {"_start", (PyCFunction)datagram_start, METH_NOARGS, NULL},
     {NULL}
 };
 
 static PyGetSetDef datagram_getset[] = {
-    {"_extra", (getter)get_extra, NULL, NULL, NULL},
-    {"_loop", (getter)get_loop, NULL, NULL, NULL},
-    {"_sock", (getter)get_sock, NULL, NULL, NULL},
-    {"_sock_fd", (getter)get_sock_fd, NULL, NULL, NULL},
-    {"_protocol", (getter)get_protocol, NULL, NULL, NULL},
     {"_address", (getter)get_address, NULL, NULL, NULL},
-    {"_protocol_paused", (getter)get_paused, NULL, NULL, NULL},
-    {"_high_water", (getter)get_high, NULL, NULL, NULL},
-    {"_low_water", (getter)get_low, NULL, NULL, NULL},
-    {"_closing", (getter)get_closing, NULL, NULL, NULL},
-    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL}
 };
 
-static PyMemberDef datagram_members[] = {
-    {"__dictoffset__", T_PYSSIZET, offsetof(DatagramObject, base.dict), READONLY},
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(DatagramObject, base.weakreflist), READONLY},
-    {NULL}
-};
-
+/* What only a datagram transport has: goloop_transport_type adds the rest. */
 static PyType_Slot datagram_slots[] = {
     {Py_tp_doc, "A UDP or Unix datagram socket transport served by goloop's Go core."},
-    {Py_tp_dealloc, datagram_dealloc},
-    {Py_tp_finalize, datagram_finalize},
     {Py_tp_traverse, datagram_traverse},
     {Py_tp_clear, datagram_clear},
-    {Py_tp_repr, datagram_repr},
     {Py_tp_methods, datagram_methods},
     {Py_tp_getset, datagram_getset},
-    {Py_tp_members, datagram_members},
     {0, NULL},
 };
 
@@ -855,31 +515,13 @@ new_datagram_transport(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *loop = args[0], *sock = args[1], *protocol = args[2], *extra = args[3],
              *address = args[4];
-    if (!PyObject_TypeCheck(loop, &Goloop_LoopType)) {
-        PyErr_SetString(PyExc_TypeError, "a goloop loop is required");
-        return NULL;
-    }
     if (!PyDict_Check(extra)) {
         PyErr_SetString(PyExc_TypeError, "extra must be a dict");
         return NULL;
     }
-    if (goloop_check_forked() < 0)
+    int fd = goloop_transport_fd(loop, sock);
+    if (fd < 0)
         return NULL;
-    if (((LoopObject *)loop)->closed) {
-        goloop_set_closed_error();
-        return NULL;
-    }
-    PyObject *fdobj = PyObject_CallMethodNoArgs(sock, str_fileno);
-    if (fdobj == NULL)
-        return NULL;
-    long fd = PyLong_AsLong(fdobj);
-    Py_DECREF(fdobj);
-    if (fd == -1 && PyErr_Occurred())
-        return NULL;
-    if (fd < 0 || fd > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %ld", fd);
-        return NULL;
-    }
     PyObject *famobj = PyObject_GetAttr(sock, str_family);
     if (famobj == NULL)
         return NULL;
@@ -898,44 +540,30 @@ new_datagram_transport(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     int addressed = address != Py_None ? PyObject_IsTrue(address) : 0;
     if (addressed < 0)
         return NULL;
-    DatagramObject *t = PyObject_GC_New(DatagramObject, datagram_type);
+    DatagramObject *t = D(goloop_transport_alloc(datagram_type, (LoopObject *)loop, protocol, fd));
     if (t == NULL)
         return NULL;
-    /* Everything after the object header starts zeroed: the stream-only
-     * fields of TransportObject stay so. */
-    memset((char *)t + sizeof(PyObject), 0, sizeof(DatagramObject) - sizeof(PyObject));
-    TransportObject *b = &t->base;
-    b->extra = Py_NewRef(extra);
-    b->extra_made = 1;   /* _datagram_transport filled it, as asyncio does */
-    b->loop = (LoopObject *)Py_NewRef(loop);
-    b->protocol = Py_NewRef(protocol);   /* sock is set once registered */
-    b->fd = (int)fd;
+    t->base.extra = Py_NewRef(extra);
+    t->base.extra_made = 1;   /* _datagram_transport filled it, as asyncio does */
     t->address = address != Py_None ? Py_NewRef(address) : NULL;
     t->family = (int)family;
     t->connected = (char)connected;
-    b->id = GoloopDatagramNew(((LoopObject *)loop)->id, (int)fd, (PyObject *)t, &b->ws,
-                              QUEUED_OVERHEAD, addressed);
-    if (b->id < 0) {
-        Py_DECREF(t);
-        return NULL;
-    }
-    b->sock = Py_NewRef(sock);
-    PyObject_GC_Track(t);
-    return (PyObject *)t;
+    t->base.id = GoloopDatagramNew(((LoopObject *)loop)->id, fd, (PyObject *)t, &t->base.ws,
+                                   QUEUED_OVERHEAD, addressed);
+    return goloop_transport_registered(&t->base, sock);
 }
 
-/* _set_datagram_helpers(callback_failed, sendto_slow, logger), once, from
+/* _set_datagram_helpers(callback_failed, sendto_slow), once, from
  * goloop/_loop.py. */
 static PyObject *
 set_datagram_helpers(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "_set_datagram_helpers() takes 3 arguments");
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_set_datagram_helpers() takes 2 arguments");
         return NULL;
     }
     Py_XSETREF(dh.callback_failed, Py_NewRef(args[0]));
     Py_XSETREF(dh.sendto_slow, Py_NewRef(args[1]));
-    Py_XSETREF(dh.logger, Py_NewRef(args[2]));
     Py_RETURN_NONE;
 }
 
@@ -947,36 +575,16 @@ static PyMethodDef datagram_functions[] = {
     {NULL}
 };
 
-static int
-intern(PyObject **s, const char *v)
-{
-    *s = PyUnicode_InternFromString(v);
-    return *s == NULL ? -1 : 0;
-}
-
 int
 goloop_init_datagram_type(PyObject *module)
 {
-    if (intern(&str_datagram_received, "datagram_received") < 0 ||
-        intern(&str_error_received, "error_received") < 0 || intern(&str_close, "close") < 0 ||
-        intern(&str_fileno, "fileno") < 0 || intern(&str_family, "family") < 0 ||
-        intern(&str_peername, "peername") < 0)
+    static const char *const bases[] = {"_FlowControlMixin", "DatagramTransport", NULL};
+    if (goloop_intern(&str_datagram_received, "datagram_received") < 0 ||
+        goloop_intern(&str_error_received, "error_received") < 0 ||
+        goloop_intern(&str_family, "family") < 0 || goloop_intern(&str_peername, "peername") < 0)
         return -1;
-    PyObject *transports = PyImport_ImportModule("asyncio.transports");
-    if (transports == NULL)
-        return -1;
-    PyObject *bases = Py_BuildValue("(NN)", PyObject_GetAttrString(transports, "_FlowControlMixin"),
-                                    PyObject_GetAttrString(transports, "DatagramTransport"));
-    Py_DECREF(transports);
-    if (bases == NULL)
-        return -1;
-    datagram_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &datagram_spec, bases);
-    Py_DECREF(bases);
+    datagram_type = goloop_transport_type(module, &datagram_spec, bases);
     if (datagram_type == NULL)
-        return -1;
-    if (goloop_check_slots_shadowed(datagram_type) < 0)
-        return -1;
-    if (PyModule_AddObjectRef(module, "_DatagramTransport", (PyObject *)datagram_type) < 0)
         return -1;
     return PyModule_AddFunctions(module, datagram_functions);
 }

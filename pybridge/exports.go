@@ -26,7 +26,7 @@ func GoloopNew(intake *C.goloop_intake) (rc C.int) {
 	}
 	l.core = c
 	intake.wakefd = C.int(c.WakeFD())
-	return C.int(register(l))
+	return C.int(loops.add(l))
 }
 
 //export GoloopFree
@@ -35,10 +35,9 @@ func GoloopFree(id C.int) (rc C.int) {
 	l := loopOf(id)
 	l.collect()
 	err := l.core.Close()
-	l.releaseStreams()
-	l.releaseDatagrams()
+	l.releaseTransports()
 	l.releaseListeners()
-	unregister(int(id))
+	loops.remove(int(id))
 	if err != nil {
 		setError(err)
 		return -1
@@ -91,8 +90,7 @@ func GoloopClose(id C.int) (rc C.int) {
 	// As when asyncio closes its selector: the loop lets go of its open
 	// transports, and those nothing else holds warn and close their socket;
 	// and of its servers' listening sockets.
-	l.releaseStreams()
-	l.releaseDatagrams()
+	l.releaseTransports()
 	l.releaseListeners()
 	return 0
 }
@@ -103,8 +101,7 @@ func GoloopClear(id C.int) (rc C.int) {
 	l := loopOf(id)
 	l.collect()
 	l.core.Clear()
-	l.releaseStreams()
-	l.releaseDatagrams()
+	l.releaseTransports()
 	l.releaseListeners()
 	return 0
 }
@@ -223,14 +220,11 @@ func GoloopTraverse(id C.int, self *C.PyObject, visit C.goloop_visitproc, arg un
 			rc = C.goloop_visit(self, visit, arg, (*C.uintptr_t)(unsafe.Pointer(&items[0])), C.long(len(items)))
 		}
 	})
-	if rc == 0 && len(l.streams)+len(l.datagrams) > 0 {
+	if rc == 0 && len(l.transports) > 0 {
 		// The transports' references are visited from a copy: visiting runs
 		// no Python code, but keep the list out of C's reach all the same.
 		objs := l.scratch[:0]
-		for _, p := range l.streams {
-			objs = append(objs, p.self)
-		}
-		for _, p := range l.datagrams {
+		for _, p := range l.transports {
 			objs = append(objs, p.self)
 		}
 		rc = C.goloop_visit_objects(visit, arg, (*C.uintptr_t)(unsafe.Pointer(&objs[0])), C.long(len(objs)))
@@ -281,10 +275,10 @@ func GoloopCounts(id C.int, ready, timers *C.long) {
 //export GoloopPanic
 func GoloopPanic() (rc C.int) {
 	defer guard(&rc, nil)
-	var loops []*pyLoop
-	_ = loops[len(registry.loops)+1] // index out of range, at run time
+	var none []*pyLoop
+	_ = none[len(loops.list)+1] // index out of range, at run time
 	return 0
 }
 
 //export GoloopLive
-func GoloopLive() C.long { return C.long(registry.live) }
+func GoloopLive() C.long { return C.long(loops.live()) }

@@ -87,6 +87,8 @@ extern PyObject *goloop_str_loop;           /* "loop" */
 extern PyObject *goloop_kwnames_loop;       /* ("loop",) */
 extern PyObject *goloop_str_context;        /* "context" */
 extern PyObject *goloop_str_create_task_slow;
+/* *s = the interned string v: 0, or -1 with an exception (module init). */
+int goloop_intern(PyObject **s, const char *v);
 
 /* Handles the loop alone holds are not tracked by the cyclic GC: a burst of
  * queued callbacks would otherwise be scanned by every young collection,
@@ -103,17 +105,25 @@ int goloop_intake_soon(LoopObject *loop, PyObject *handle);   /* steals */
 PyObject *goloop_fetch_exception(void);   /* the raised exception, normalized; clears it */
 void goloop_restore_exception(PyObject *exc);   /* raises it again; steals */
 
-/* goloop._SocketTransport: a TCP or Unix stream socket served by the Go
- * core's Stream (stream.c, stream.go). It subclasses
- * asyncio.transports._FlowControlMixin (so isinstance checks against
- * Transport and _FlowControlMixin hold, as asyncio's sendfile fallback
- * requires) the way the handles subclass asyncio's. Every name in the bases'
- * __slots__ (_extra, _loop, _protocol_paused, _high_water, _low_water) is
- * shadowed by a getset of the same name, so their storage, right after the
- * object header, is free: it holds the first five fields (checked at init).
- * It holds what an idle connection needs and no more, for the memory each
- * one costs: no buffers, and no extra dict until something asks for it
- * (stream.c, make_extra).
+/* The native transports' object layout, TransportObject: goloop.
+ * _SocketTransport, a TCP or Unix stream socket served by the Go core's
+ * Stream (stream.c, stream.go), is one; goloop._DatagramTransport, a UDP
+ * or Unix datagram socket served by its Datagram (datagram.c, datagram.go),
+ * starts with one (DatagramObject). What does not depend on the kind is in
+ * transport.c and transport.go, written once for both; fields a kind does
+ * not use stay NULL (a datagram's server, peername, empty_waiter and own
+ * context).
+ *
+ * Each type subclasses asyncio.transports._FlowControlMixin (so isinstance
+ * checks against Transport or DatagramTransport and _FlowControlMixin hold,
+ * as asyncio's sendfile fallback requires) the way the handles subclass
+ * asyncio's. Every name in the bases' __slots__ (_extra, _loop,
+ * _protocol_paused, _high_water, _low_water) is shadowed by a getset of the
+ * same name, so their storage, right after the object header, is free: it
+ * holds the first five fields (checked at init). A stream holds what an
+ * idle connection needs and no more, for the memory each one costs: no
+ * buffers, and no extra dict until something asks for it (transport.c,
+ * make_extra).
  *
  * Ownership: the Python socket object owns the descriptor; the transport
  * holds it (sock) and closes it once the Go core has let go of the fd:
@@ -135,12 +145,12 @@ typedef struct {
     /* the transport's own */
     PyObject *empty_waiter;  /* future of _make_empty_waiter (sendfile) */
     /* The contextvars.Context each kind of callback the core dispatches
-     * runs in: what asyncio's handles for them would carry. context is
-     * the connection's own (3.15's context=), used for all when set. Else
-     * as the selector transport's handles: reads in a copy taken when
-     * reading starts or resumes (_add_reader), flow control in one taken
-     * when a write is first queued (_add_writer), connection_lost in one
-     * taken at close()/abort() (call_soon), or the read one when the
+     * runs in: what asyncio's handles for them would carry (GOLOOP_*_CTX).
+     * context is the connection's own (3.15's context=), used for all when
+     * set. Else as the selector transport's handles: reads in a copy taken
+     * when reading starts or resumes (_add_reader), flow control in one
+     * taken when a write is first queued (_add_writer), connection_lost in
+     * one taken at close()/abort() (call_soon), or the read one when the
      * connection ends on its own. */
     PyObject *context;
     PyObject *read_ctx;
@@ -149,13 +159,19 @@ typedef struct {
     PyObject *dict;
     PyObject *weakreflist;
     PyObject *peername;      /* the peer's address while extra is not made */
-    int id;                  /* the stream in the Go registry; -1 when none */
+    int id;                  /* in the Go transport registry; -1 when none */
     int fd;
-    goloop_wstate ws;        /* written by stream.go */
+    goloop_wstate ws;        /* written by transport.go */
     char buffered;           /* protocol is an asyncio.BufferedProtocol */
     char protocol_paused;    /* pause_writing() called, resume_writing() not yet */
     char extra_made;         /* extra is the complete dict (make_extra; a datagram's always) */
 } TransportObject;
+
+#define GOLOOP_READ_CTX(t) ((t)->context ? (t)->context : (t)->read_ctx)
+#define GOLOOP_WRITE_CTX(t) ((t)->context ? (t)->context : \
+                             (t)->write_ctx ? (t)->write_ctx : (t)->read_ctx)
+#define GOLOOP_LOST_CTX(t) ((t)->context ? (t)->context : (t)->lost_ctx ? (t)->lost_ctx : \
+                            (t)->read_ctx ? (t)->read_ctx : (t)->write_ctx)
 
 /* transport.c: a protocol callback the core dispatches runs as the asyncio
  * handle that would have run it: inside that handle's context (entered by
@@ -176,13 +192,69 @@ int goloop_scope_leave(TransportObject *t, goloop_scope *s, int rc, const char *
 /* A copy of the current context into *slot, as asyncio's Handle(context=None)
  * takes one, unless the connection has a context of its own (3.15). */
 int goloop_capture_context(TransportObject *t, PyObject **slot);
+
+/* Set by goloop/_loop.py (_set_transport_helpers): the cold paths. */
+typedef struct {
+    PyObject *buffered_protocol;   /* asyncio.BufferedProtocol */
+    PyObject *fatal_error;         /* (transport, exc, message): _fatal_error's report */
+    PyObject *callback_failed;     /* (transport, exc, message): pause/resume_writing */
+    PyObject *lost_failed;         /* (loop, transport, arg, exc): connection_lost raised */
+    PyObject *logger;              /* asyncio's logger */
+    PyObject *transport_socket;    /* asyncio.trsock.TransportSocket */
+} TransportHelpers;
+extern TransportHelpers goloop_transport_helpers;
+
+/* The exception set is one asyncio's transports re-raise instead of
+ * handling: KeyboardInterrupt or SystemExit. */
+int goloop_stop_exception(void);
+/* A protocol call raised (exception set): asyncio's except branches. With
+ * KeyboardInterrupt or SystemExit returns -1, the exception still set. Else
+ * the exception is reported as _fatal_error does and the transport is
+ * force-closed with it (the Go side then finds it lost); returns 0. */
+int goloop_transport_fatal(TransportObject *t, const char *message);
+/* logger.debug(fmt, t) in debug mode: 0, or -1 with its exception set. */
+int goloop_log_debug(TransportObject *t, const char *fmt);
+/* asyncio's warning for a write dropped after the connection was lost. */
+int goloop_warn_lost_write(void);
 /* set_write_buffer_limits' high/low: None (or absent) is LLONG_MIN, core.Unset. */
 int goloop_limit_arg(PyObject *o, long long *v);
+/* sock.getsockname() or sock.getpeername() (method), None if it raises
+ * OSError; a new reference, or NULL. */
+PyObject *goloop_sock_address(PyObject *sock, PyObject *method);
+void goloop_close_socket(TransportObject *t);   /* sock.close(), once; drops sock */
+PyObject *goloop_get_obj(PyObject *o);   /* a getter's value: o, or None for NULL */
 
-int goloop_init_transport_type(PyObject *module);
-/* 0 if a getset of type shadows every __slots__ name of its bases (whose
- * storage a TransportObject reuses), else -1 with RuntimeError. */
+/* Making a transport: goloop_transport_fd checks the loop (a goloop loop,
+ * open, in this process) and returns sock.fileno(), or -1 with an
+ * exception; goloop_transport_alloc makes the object, zeroed past its
+ * header but for loop, protocol and fd; the kind sets its own fields and
+ * registers it with Go (id), and goloop_transport_registered then gives it
+ * its socket and returns it. A failure leaves the socket as it was, open,
+ * for the caller to close. */
+int goloop_transport_fd(PyObject *loop, PyObject *sock);
+TransportObject *goloop_transport_alloc(PyTypeObject *type, LoopObject *loop, PyObject *protocol,
+                                        int fd);
+PyObject *goloop_transport_registered(TransportObject *t, PyObject *sock);   /* NULL: t freed */
+
+/* A transport type from spec (its doc, traverse, clear, and the methods and
+ * getsets only it has), with what every transport has added: dealloc,
+ * finalize, repr, __dict__ and weak references, the methods and getsets in
+ * transport.c. bases names asyncio.transports' classes (NULL-terminated).
+ * It is added to module; returns a new reference, or NULL. */
+PyTypeObject *goloop_transport_type(PyObject *module, PyType_Spec *spec, const char *const *bases);
+/* 0 if a getset of type shadows every __slots__ name of its bases, whose
+ * storage holds the object's own fields (a transport's, a handle's), else
+ * -1 with RuntimeError. */
 int goloop_check_slots_shadowed(PyTypeObject *type);
+/* The TransportObject part of tp_traverse and tp_clear. */
+int goloop_transport_traverse(TransportObject *t, visitproc visit, void *arg);
+int goloop_transport_clear(TransportObject *t);
+int goloop_init_transport(PyObject *module);
+
+/* stream.c */
+int goloop_init_stream_type(PyObject *module);
+/* A stream transport for sock (whose descriptor is fd) on loop, not read
+ * until _start; goloop_transport_abandon undoes it (listener.c). */
 PyObject *goloop_transport_new(LoopObject *loop, PyObject *sock, PyObject *protocol,
                                PyObject *extra, PyObject *peername, PyObject *server,
                                PyObject *context, int fd);
@@ -207,14 +279,11 @@ PyObject *goloop_sock_recvfrom_into_start(LoopObject *self, PyObject *const *arg
                                           Py_ssize_t nargs);
 PyObject *goloop_sock_sendto_start(LoopObject *self, PyObject *const *args, Py_ssize_t nargs);
 
-/* goloop._DatagramTransport: a UDP or Unix datagram socket served by the
- * Go core's Datagram (datagram.c, datagram.go). It subclasses
- * asyncio.transports._FlowControlMixin and asyncio.DatagramTransport and
- * starts with a TransportObject, whose ownership rules it follows, so that
- * stream.c's flow control and connection_lost helpers serve it too (the
- * stream-only fields stay NULL). Addresses cross as struct sockaddr bytes;
- * the last one received and the last one sent to are kept with their
- * Python form, so that an exchange with one peer converts neither way. */
+/* goloop._DatagramTransport: a TransportObject (above) whose type also
+ * subclasses asyncio.DatagramTransport. Addresses cross as struct sockaddr
+ * bytes; the last one received and the last one sent to are kept with
+ * their Python form, so that an exchange with one peer converts neither
+ * way. */
 typedef struct {
     TransportObject base;
     PyObject *address;         /* asyncio's _address (remote_addr) or NULL */

@@ -119,6 +119,13 @@ set_helpers(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+int
+goloop_intern(PyObject **s, const char *v)
+{
+    *s = PyUnicode_InternFromString(v);
+    return *s == NULL ? -1 : 0;
+}
+
 /* base_events looks futures.Future and tasks.Task up when it makes one,
  * so a replaced class (asyncio's own tests swap in the pure-Python ones)
  * is the one used: a lookup in the module's dict, then, for the error,
@@ -223,7 +230,8 @@ PyInit__goloop(void)
     if (m == NULL)
         return NULL;
     if (goloop_init_handle_types(m) < 0 ||
-        goloop_init_transport_type(m) < 0 ||
+        goloop_init_transport(m) < 0 ||
+        goloop_init_stream_type(m) < 0 ||
         goloop_init_sock(m) < 0 ||
         goloop_init_datagram_type(m) < 0 ||
         goloop_init_listener(m) < 0 ||

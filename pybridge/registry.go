@@ -27,11 +27,9 @@ type pyLoop struct {
 	// intake is C memory inside the Python loop object, which outlives
 	// this pyLoop (GoloopFree runs in its dealloc).
 	intake *C.goloop_intake
-	// streams are the socket transports whose Python object this loop
-	// holds a reference to (stream.go), for the cyclic GC and for Close.
-	streams []*pyStream
-	// datagrams are the same for datagram transports (datagram.go).
-	datagrams []*pyDatagram
+	// transports are the native transports whose Python object this loop
+	// holds a reference to (transport.go), for the cyclic GC and for Close.
+	transports []*pyTransport
 	// listeners are the servers' listening sockets this loop accepts on
 	// (listener.go), by fd.
 	listeners map[int]*pyListener
@@ -42,34 +40,39 @@ type pyLoop struct {
 	collects  uint // Collect calls, to read the clock on every fourth
 }
 
-// The registry maps the int id a LoopBase stores to its pyLoop, so the hot
-// path looks a loop up by index instead of through a cgo.Handle map. It is
-// only touched with the GIL held, which serializes it.
-var registry struct {
-	loops []*pyLoop
-	free  []int
-	live  int
+// idTable gives the Go objects C refers to (loops, transports) the int ids
+// C keeps, reused once freed, so that the hot path looks one up by index
+// instead of through a cgo.Handle map. It is only touched with the GIL
+// held, which serializes it.
+type idTable[P any] struct {
+	list []P
+	free []int
 }
 
-func register(l *pyLoop) int {
-	registry.live++
-	if n := len(registry.free); n > 0 {
-		id := registry.free[n-1]
-		registry.free = registry.free[:n-1]
-		registry.loops[id] = l
+func (t *idTable[P]) add(p P) int {
+	if n := len(t.free); n > 0 {
+		id := t.free[n-1]
+		t.free = t.free[:n-1]
+		t.list[id] = p
 		return id
 	}
-	registry.loops = append(registry.loops, l)
-	return len(registry.loops) - 1
+	t.list = append(t.list, p)
+	return len(t.list) - 1
 }
 
-func unregister(id int) {
-	registry.loops[id] = nil
-	registry.free = append(registry.free, id)
-	registry.live--
+func (t *idTable[P]) remove(id int) {
+	var none P
+	t.list[id] = none
+	t.free = append(t.free, id)
 }
 
-func loopOf(id C.int) *pyLoop { return registry.loops[id] }
+// live counts the ids in use.
+func (t *idTable[P]) live() int { return len(t.list) - len(t.free) }
+
+// The loop registry: the id a LoopBase stores names its pyLoop.
+var loops idTable[*pyLoop]
+
+func loopOf(id C.int) *pyLoop { return loops.list[id] }
 
 // errPython means a Python exception is already set.
 var errPython = errors.New("python exception set")
