@@ -21,8 +21,7 @@ func GoloopNew(intake *C.goloop_intake) (rc C.int) {
 	l := &pyLoop{intake: intake}
 	c, err := core.New[*C.PyObject](l)
 	if err != nil {
-		setError(err)
-		return -1
+		return fail(err)
 	}
 	l.core = c
 	intake.wakefd = C.int(c.WakeFD())
@@ -38,11 +37,7 @@ func GoloopFree(id C.int) (rc C.int) {
 	l.releaseTransports()
 	l.releaseListeners()
 	loops.remove(int(id))
-	if err != nil {
-		setError(err)
-		return -1
-	}
-	return 0
+	return status(err)
 }
 
 //export GoloopRun
@@ -51,11 +46,7 @@ func GoloopRun(id C.int, self *C.PyObject) (rc C.int) {
 	defer guard(&rc, l)
 	l.self = self
 	defer func() { l.self = nil }()
-	if err := l.core.Run(); err != nil {
-		setError(err)
-		return -1
-	}
-	return 0
+	return status(l.core.Run())
 }
 
 //export GoloopStop
@@ -68,11 +59,7 @@ func GoloopStop(id C.int) (rc C.int) {
 //export GoloopWake
 func GoloopWake(id C.int) (rc C.int) {
 	defer guard(&rc, nil)
-	if err := loopOf(id).core.Wake(); err != nil {
-		setError(err)
-		return -1
-	}
-	return 0
+	return status(loopOf(id).core.Wake())
 }
 
 //export GoloopSignalFD
@@ -84,8 +71,7 @@ func GoloopClose(id C.int) (rc C.int) {
 	l := loopOf(id)
 	l.collect()
 	if err := l.core.Close(); err != nil {
-		setError(err)
-		return -1
+		return fail(err)
 	}
 	// As when asyncio closes its selector: the loop lets go of its open
 	// transports, and those nothing else holds warn and close their socket;
@@ -106,21 +92,34 @@ func GoloopClear(id C.int) (rc C.int) {
 	return 0
 }
 
+// event is the core's event for C's write flag: 0 read, else write.
+func event(write C.int) core.Events {
+	if write != 0 {
+		return core.Write
+	}
+	return core.Read
+}
+
+// watch registers h as fd's reader (write 0) or writer.
+func (l *pyLoop) watch(fd, write C.int, h *C.PyObject) error {
+	if write != 0 {
+		return l.core.AddWriter(int(fd), h)
+	}
+	return l.core.AddReader(int(fd), h)
+}
+
+// unwatch removes fd's reader (write 0) or writer; had says if it had one.
+func (l *pyLoop) unwatch(fd, write C.int) (had bool, err error) {
+	if write != 0 {
+		return l.core.RemoveWriter(int(fd))
+	}
+	return l.core.RemoveReader(int(fd))
+}
+
 //export GoloopWatch
 func GoloopWatch(id C.int, fd C.int, write C.int, h *C.PyObject) (rc C.int) {
 	defer guard(&rc, nil)
-	l := loopOf(id).core
-	var err error
-	if write != 0 {
-		err = l.AddWriter(int(fd), h)
-	} else {
-		err = l.AddReader(int(fd), h)
-	}
-	if err != nil {
-		setError(err)
-		return -1
-	}
-	return 0
+	return status(loopOf(id).watch(fd, write, h))
 }
 
 // GoloopUnwatch returns 1 if a watcher was removed, 0 if there was none.
@@ -128,17 +127,9 @@ func GoloopWatch(id C.int, fd C.int, write C.int, h *C.PyObject) (rc C.int) {
 //export GoloopUnwatch
 func GoloopUnwatch(id C.int, fd C.int, write C.int) (rc C.int) {
 	defer guard(&rc, nil)
-	l := loopOf(id).core
-	var had bool
-	var err error
-	if write != 0 {
-		had, err = l.RemoveWriter(int(fd))
-	} else {
-		had, err = l.RemoveReader(int(fd))
-	}
+	had, err := loopOf(id).unwatch(fd, write)
 	if err != nil {
-		setError(err)
-		return -1
+		return fail(err)
 	}
 	if had {
 		return 1
@@ -155,27 +146,16 @@ func GoloopUnwatch(id C.int, fd C.int, write C.int) (rc C.int) {
 //export GoloopWatchReplacing
 func GoloopWatchReplacing(id C.int, fd C.int, write C.int, h *C.PyObject, old **C.PyObject) (rc C.int) {
 	defer guard(&rc, nil)
-	ev := core.Read
-	if write != 0 {
-		ev = core.Write
-	}
-	l := loopOf(id).core
-	prev, had := l.Watcher(int(fd), ev)
+	l := loopOf(id)
+	prev, had := l.core.Watcher(int(fd), event(write))
 	if had {
 		C.goloop_incref(prev) // AddReader/AddWriter release the loop's reference
 	}
-	var err error
-	if write != 0 {
-		err = l.AddWriter(int(fd), h)
-	} else {
-		err = l.AddReader(int(fd), h)
-	}
-	if err != nil {
+	if err := l.watch(fd, write, h); err != nil {
 		if had {
 			C.goloop_decref(prev)
 		}
-		setError(err)
-		return -1
+		return fail(err)
 	}
 	*old = prev
 	return 0
@@ -188,23 +168,12 @@ func GoloopWatchReplacing(id C.int, fd C.int, write C.int, h *C.PyObject, old **
 //export GoloopUnwatchIf
 func GoloopUnwatchIf(id C.int, fd C.int, write C.int, h *C.PyObject) (rc C.int) {
 	defer guard(&rc, nil)
-	ev := core.Read
-	if write != 0 {
-		ev = core.Write
-	}
-	l := loopOf(id).core
-	if cur, ok := l.Watcher(int(fd), ev); !ok || cur != h {
+	l := loopOf(id)
+	if cur, ok := l.core.Watcher(int(fd), event(write)); !ok || cur != h {
 		return 0
 	}
-	var err error
-	if write != 0 {
-		_, err = l.RemoveWriter(int(fd))
-	} else {
-		_, err = l.RemoveReader(int(fd))
-	}
-	if err != nil {
-		setError(err)
-		return -1
+	if _, err := l.unwatch(fd, write); err != nil {
+		return fail(err)
 	}
 	return 1
 }
@@ -244,11 +213,7 @@ func GoloopTraverse(id C.int, self *C.PyObject, visit C.goloop_visitproc, arg un
 //
 //export GoloopWatcher
 func GoloopWatcher(id C.int, fd C.int, write C.int) *C.PyObject {
-	ev := core.Read
-	if write != 0 {
-		ev = core.Write
-	}
-	h, _ := loopOf(id).core.Watcher(int(fd), ev)
+	h, _ := loopOf(id).core.Watcher(int(fd), event(write))
 	return h
 }
 

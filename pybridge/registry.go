@@ -101,6 +101,20 @@ func setError(err error) {
 	}
 }
 
+// fail raises err; -1 is the export's return value.
+func fail(err error) C.int {
+	setError(err)
+	return -1
+}
+
+// status is an export's return value for err: 0, or -1 with err raised.
+func status(err error) C.int {
+	if err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
 // guard is deferred by every export: a panic becomes RuntimeError and the
 // export returns -1. No Go code runs while the GIL is released (Poll waits
 // in C), so the GIL is always held here.

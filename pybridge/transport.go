@@ -203,20 +203,6 @@ func (l *pyLoop) releaseTransports() {
 	}
 }
 
-// fail raises err; -1 is the export's return value.
-func fail(err error) C.int {
-	setError(err)
-	return -1
-}
-
-// status is an export's return value for err: 0, or -1 with err raised.
-func status(err error) C.int {
-	if err != nil {
-		return fail(err)
-	}
-	return 0
-}
-
 // lostWriteWarns reports whether a write that moved the count of writes
 // dropped after the connection was lost from before to now is one asyncio
 // logs.
