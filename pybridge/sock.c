@@ -321,13 +321,13 @@ unwatch(SockOpObject *op)
     return GoloopUnwatchIf(op->loop->id, op->fd, write, (PyObject *)op) < 0 ? -1 : 0;
 }
 
-/* Args of the *_start functions: (sock, arg). */
+/* The *_start functions take (sock, args...): n in all. */
 static int
-two_args(const char *name, Py_ssize_t nargs)
+check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t n)
 {
-    if (nargs == 2)
+    if (nargs == n)
         return 0;
-    PyErr_Format(PyExc_TypeError, "%s() takes 2 arguments", name);
+    PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments", name, n);
     return -1;
 }
 
@@ -336,7 +336,7 @@ two_args(const char *name, Py_ssize_t nargs)
 PyObject *
 goloop_sock_recv_start(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (two_args("_sock_recv_start", nargs) < 0)
+    if (check_nargs("_sock_recv_start", nargs, 2) < 0)
         return NULL;
     int fd = native_fd(self, args[0]);
     if (fd < 0 || !PyLong_CheckExact(args[1]))
@@ -358,7 +358,7 @@ goloop_sock_recv_start(LoopObject *self, PyObject *const *args, Py_ssize_t nargs
 PyObject *
 goloop_sock_recv_into_start(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (two_args("_sock_recv_into_start", nargs) < 0)
+    if (check_nargs("_sock_recv_into_start", nargs, 2) < 0)
         return NULL;
     int fd = native_fd(self, args[0]);
     if (fd < 0 || !PyObject_CheckBuffer(args[1]))
@@ -382,7 +382,7 @@ goloop_sock_recv_into_start(LoopObject *self, PyObject *const *args, Py_ssize_t 
 PyObject *
 goloop_sock_sendall_start(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (two_args("_sock_sendall_start", nargs) < 0)
+    if (check_nargs("_sock_sendall_start", nargs, 2) < 0)
         return NULL;
     int fd = native_fd(self, args[0]);
     PyObject *data = args[1];
@@ -460,7 +460,7 @@ call_start(LoopObject *self, int kind, PyObject *sock, int fd, PyObject *name, P
 PyObject *
 goloop_sock_recvfrom_start(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (two_args("_sock_recvfrom_start", nargs) < 0)
+    if (check_nargs("_sock_recvfrom_start", nargs, 2) < 0)
         return NULL;
     int fd = native_fd(self, args[0]);
     if (fd < 0)
@@ -474,10 +474,8 @@ goloop_sock_recvfrom_start(LoopObject *self, PyObject *const *args, Py_ssize_t n
 PyObject *
 goloop_sock_recvfrom_into_start(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "_sock_recvfrom_into_start() takes 3 arguments");
+    if (check_nargs("_sock_recvfrom_into_start", nargs, 3) < 0)
         return NULL;
-    }
     int fd = native_fd(self, args[0]);
     if (fd < 0)
         Py_RETURN_NOTIMPLEMENTED;
@@ -506,10 +504,8 @@ goloop_sock_recvfrom_into_start(LoopObject *self, PyObject *const *args, Py_ssiz
 PyObject *
 goloop_sock_sendto_start(LoopObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "_sock_sendto_start() takes 3 arguments");
+    if (check_nargs("_sock_sendto_start", nargs, 3) < 0)
         return NULL;
-    }
     int fd = native_fd(self, args[0]);
     if (fd < 0)
         Py_RETURN_NOTIMPLEMENTED;
