@@ -772,18 +772,14 @@ static PyObject *get_protocol(TransportObject *t, void *c) { return goloop_get_o
 static PyObject *get_paused(TransportObject *t, void *c) { return PyBool_FromLong(t->protocol_paused); }
 static PyObject *get_closing(TransportObject *t, void *c) { return PyBool_FromLong(t->ws.closing); }
 
+/* _high_water (closure NULL) or _low_water */
 static PyObject *
-get_high(TransportObject *t, void *c)
+get_water(TransportObject *t, void *low_water)
 {
     long long low, high;
-    return GoloopTransportLimits(t->id, &low, &high) < 0 ? NULL : PyLong_FromLongLong(high);
-}
-
-static PyObject *
-get_low(TransportObject *t, void *c)
-{
-    long long low, high;
-    return GoloopTransportLimits(t->id, &low, &high) < 0 ? NULL : PyLong_FromLongLong(low);
+    if (GoloopTransportLimits(t->id, &low, &high) < 0)
+        return NULL;
+    return PyLong_FromLongLong(low_water != NULL ? low : high);
 }
 
 PyObject *
@@ -827,8 +823,8 @@ static PyGetSetDef transport_getset[] = {
     {"_sock_fd", (getter)get_sock_fd, NULL, NULL, NULL},
     {"_protocol", (getter)get_protocol, NULL, NULL, NULL},
     {"_protocol_paused", (getter)get_paused, NULL, NULL, NULL},
-    {"_high_water", (getter)get_high, NULL, NULL, NULL},
-    {"_low_water", (getter)get_low, NULL, NULL, NULL},
+    {"_high_water", (getter)get_water, NULL, NULL, NULL},
+    {"_low_water", (getter)get_water, NULL, NULL, "low"},
     {"_closing", (getter)get_closing, NULL, NULL, NULL},
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL}
