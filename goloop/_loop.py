@@ -626,7 +626,7 @@ def _socket_transport(loop, sock, protocol, waiter, extra, server, context):
     """The native transport for a connected stream socket, set up as
     asyncio's _SelectorSocketTransport.__init__ sets itself up, but for
     what an idle connection need not keep: the transport makes the extra
-    dict when it is asked for (stream.c, make_extra), and the Go core, not
+    dict when it is asked for (transport.c, make_extra), and the Go core, not
     loop._transports, knows which fd it owns. context is the connection's
     own (3.15 passes one), or None: its callbacks then run in contexts
     copied as asyncio's handles copy them."""

@@ -147,7 +147,7 @@ call_soon(LoopObject *loop, PyObject *callback, PyObject *arg, PyObject *context
  * (base_events._set_nodelay's test), then connection_made and the start of
  * reading, each in a call_soon. (asyncio's loop._transports entry is the
  * Go core's registration, and its extra dict is made when asked for:
- * stream.c, make_extra.) */
+ * transport.c, make_extra.) */
 static int
 start_transport(LoopObject *loop, goloop_listener *l, PyObject *server, PyObject *protocol,
                 PyObject *t, int fd, PyObject *own)
