@@ -49,6 +49,9 @@ def pytest_configure(config):
         "markers", "leaks: long-running object/RSS leak checks (part of the normal suite)")
     config.addinivalue_line(
         "markers", "slow: the long loopback stream (GOLOOP_TEST_BIG=0 skips it, =1 makes it 1 GiB)")
+    config.addinivalue_line(
+        "markers", "fail_fast: an error the loop reports ends the test at once "
+        "(support.fail_fast_on_loop_errors)")
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -75,6 +78,15 @@ def _watchdog():
     faulthandler.dump_traceback_later(WATCHDOG_SECONDS, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture(autouse=True)
+def _fail_fast(request):
+    """The network modules are marked fail_fast: a transport's or server's
+    failing callback ends the test instead of leaving it to wait out
+    support.GUARD."""
+    if request.node.get_closest_marker("fail_fast") and "loop" in request.fixturenames:
+        support.fail_fast_on_loop_errors(request.getfixturevalue("loop"))
 
 
 @pytest.fixture(params=LOOP_KINDS)

@@ -11,6 +11,8 @@ import contextlib
 import importlib.util
 import os
 import pathlib
+import re
+import socket
 import subprocess
 import sys
 
@@ -95,6 +97,27 @@ def outcome(fn, *args, **kwargs):
 def raised(result):
     """The (type, message) of an outcome() that raised, else None."""
     return result[1:] if result[0] == "raised" else None
+
+
+async def outcome_of(aw):
+    """What awaiting aw did: ('returned', value) or ('raised', type,
+    message), fd numbers in the message masked (they differ between loops)."""
+    try:
+        return ("returned", await aw)
+    except Exception as exc:
+        return ("raised", type(exc), re.sub(r"fd=\d+", "fd=N", str(exc)))
+
+
+def wait(aw, timeout=GUARD):
+    """asyncio.wait_for(aw, timeout): a test waiting on the loop fails
+    instead of hanging."""
+    return asyncio.wait_for(aw, timeout)
+
+
+async def iterations(n):
+    """Let the loop run n iterations (what n sleep(0)s give it)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
 
 
 def run_briefly(loop):
@@ -246,6 +269,17 @@ class Recorder(asyncio.Protocol):
 def _resolve(fut, value):
     if not fut.done():
         fut.set_result(value)
+
+
+@contextlib.contextmanager
+def socketpair(*args):
+    """A connected pair of non-blocking sockets (socket.socketpair(*args)),
+    closed on exit."""
+    a, b = socket.socketpair(*args)
+    with a, b:
+        a.setblocking(False)
+        b.setblocking(False)
+        yield a, b
 
 
 def wait_readable(fd, timeout=GUARD):

@@ -18,14 +18,10 @@ import pytest
 
 import support
 
+pytestmark = pytest.mark.fail_fast
+
 var = contextvars.ContextVar("var", default="unset")
 FLOOD = 8 << 20
-
-
-@pytest.fixture(autouse=True)
-def _fail_fast(request):
-    if "loop" in request.fixturenames:
-        support.fail_fast_on_loop_errors(request.getfixturevalue("loop"))
 
 
 class Tracing(asyncio.Protocol):

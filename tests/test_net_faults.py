@@ -24,31 +24,12 @@ import textwrap
 import pytest
 
 import support
+from support import iterations, outcome_of, wait
 from test_net_tcp import SIDES, Accepting, Recorder, connection, recv_until_eof
 
+pytestmark = pytest.mark.fail_fast
+
 LINGER_ZERO = b"\1\0\0\0\0\0\0\0"  # struct linger {l_onoff=1, l_linger=0}: close() sends RST
-
-
-def wait(aw, timeout=support.GUARD):
-    return asyncio.wait_for(aw, timeout)
-
-
-@pytest.fixture(autouse=True)
-def _fail_fast(request):
-    if "loop" in request.fixturenames:
-        support.fail_fast_on_loop_errors(request.getfixturevalue("loop"))
-
-
-async def iterations(n):
-    for _ in range(n):
-        await asyncio.sleep(0)
-
-
-async def _outcome(aw):
-    try:
-        return ("returned", await aw)
-    except Exception as exc:
-        return ("raised", type(exc), str(exc))
 
 
 def reset(sock):
@@ -167,7 +148,7 @@ def test_connection_refused(loop, host):
     port = free_port()
 
     def scenario(lp):
-        return support.run_guarded(lp, _outcome(lp.create_connection(Recorder, host, port)))
+        return support.run_guarded(lp, outcome_of(lp.create_connection(Recorder, host, port)))
 
     expected = support.run_on_reference(scenario)
     # A name with several addresses (localhost as 127.0.0.1 and ::1) fails

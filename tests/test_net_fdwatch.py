@@ -16,12 +16,10 @@ import socket
 import pytest
 
 import support
+from support import iterations
 
+pytestmark = pytest.mark.fail_fast
 
-@pytest.fixture(autouse=True)
-def _fail_fast(request):
-    if "loop" in request.fixturenames:
-        support.fail_fast_on_loop_errors(request.getfixturevalue("loop"))
 
 METHODS = ("add_reader", "add_writer", "remove_reader", "remove_writer")
 
@@ -35,19 +33,10 @@ def call(loop, method, fd, *args):
     return fn(fd, noop, *args) if method.startswith("add") else fn(fd)
 
 
-async def iterations(n):
-    for _ in range(n):
-        await asyncio.sleep(0)
-
-
 @pytest.fixture
 def pair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
+    with support.socketpair() as ab:
+        yield ab
 
 
 class Wrapper:

@@ -22,31 +22,15 @@ import struct
 import pytest
 
 import support
+from support import iterations, outcome_of, wait
 
-
-async def iterations(n):
-    for _ in range(n):
-        await asyncio.sleep(0)
-
-
-def wait(aw):
-    return asyncio.wait_for(aw, support.GUARD)
-
-
-@pytest.fixture(autouse=True)
-def _fail_fast(request):
-    if "loop" in request.fixturenames:
-        support.fail_fast_on_loop_errors(request.getfixturevalue("loop"))
+pytestmark = pytest.mark.fail_fast
 
 
 @pytest.fixture
 def pair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
+    with support.socketpair() as ab:
+        yield ab
 
 
 @pytest.fixture
@@ -181,19 +165,12 @@ def test_connect_refused(loop):
             async def main():
                 with socket.socket() as client:
                     client.setblocking(False)
-                    return await _outcome(lp.sock_connect(client, ("127.0.0.1", port)))
+                    return await outcome_of(lp.sock_connect(client, ("127.0.0.1", port)))
             return support.run_guarded(lp, main())
 
         expected = support.run_on_reference(scenario)
         assert expected[1] is ConnectionRefusedError
         assert scenario(loop) == expected
-
-
-async def _outcome(aw):
-    try:
-        return ("returned", await aw)
-    except Exception as exc:
-        return ("raised", type(exc), str(exc))
 
 
 # Blocking and SSL sockets: which calls reject them, and with what message,
@@ -240,7 +217,7 @@ def blocking_call(lp, name, make_ssl, tmp_path):
                             "sock_accept": lambda: lp.sock_accept(lsock),
                             "sock_sendfile": lambda: lp.sock_sendfile(stream, f),
                         }[name]
-                        result = await _outcome(call())
+                        result = await outcome_of(call())
                         if fresh is not stream:
                             fresh.close()
                         if result[0] == "returned":
@@ -396,29 +373,24 @@ def test_sock_sendfile_rules_as_asyncio(loop, tmp_path, case):
 
     def scenario(lp):
         async def main():
-            a, b = socket.socketpair()
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            for s in (a, b, udp):
-                s.setblocking(False)
-            try:
-                with open(path, "r" if case == "text file" else "rb") as f:
-                    sock, file, kw = a, f, {}
-                    if case == "BytesIO without fallback":
-                        file, kw = io.BytesIO(b"abc"), {"fallback": False}
-                    elif case == "udp socket":
-                        sock = udp
-                    elif case == "count 0":
-                        kw = {"count": 0}
-                    elif case == "count str":
-                        kw = {"count": "1"}
-                    elif case == "offset negative":
-                        kw = {"offset": -1}
-                    elif case == "offset float":
-                        kw = {"offset": 1.0}
-                    return await _outcome(lp.sock_sendfile(sock, file, **kw))
-            finally:
-                for s in (a, b, udp):
-                    s.close()
+            with support.socketpair() as (a, b), \
+                    socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
+                    open(path, "r" if case == "text file" else "rb") as f:
+                udp.setblocking(False)
+                sock, file, kw = a, f, {}
+                if case == "BytesIO without fallback":
+                    file, kw = io.BytesIO(b"abc"), {"fallback": False}
+                elif case == "udp socket":
+                    sock = udp
+                elif case == "count 0":
+                    kw = {"count": 0}
+                elif case == "count str":
+                    kw = {"count": "1"}
+                elif case == "offset negative":
+                    kw = {"offset": -1}
+                elif case == "offset float":
+                    kw = {"offset": 1.0}
+                return await outcome_of(lp.sock_sendfile(sock, file, **kw))
         return support.run_guarded(lp, main())
 
     expected = support.run_on_reference(scenario)
@@ -451,7 +423,7 @@ ADDRINFO_CASES = {
 def test_getaddrinfo_is_socket_getaddrinfo(loop, case):
     args, kwargs = ADDRINFO_CASES[case]
     expected = support.outcome(socket.getaddrinfo, *args, **kwargs)
-    got = support.run_guarded(loop, _outcome(loop.getaddrinfo(*args, **kwargs)))
+    got = support.run_guarded(loop, outcome_of(loop.getaddrinfo(*args, **kwargs)))
     assert got == expected
 
 
@@ -468,7 +440,7 @@ NAMEINFO_CASES = {
 def test_getnameinfo_is_socket_getnameinfo(loop, case):
     sockaddr, flags = NAMEINFO_CASES[case]
     expected = support.outcome(socket.getnameinfo, sockaddr, flags)
-    got = support.run_guarded(loop, _outcome(loop.getnameinfo(sockaddr, flags)))
+    got = support.run_guarded(loop, outcome_of(loop.getnameinfo(sockaddr, flags)))
     assert got == expected
 
 
@@ -562,26 +534,19 @@ def test_recv_and_sendall_parked_on_one_socket(loop, pair):
     support.run_guarded(loop, main())
 
 
-def test_concurrent_recv_on_two_sockets(loop):
-    pairs = [socket.socketpair() for _ in range(2)]
-    for p in pairs:
-        for s in p:
-            s.setblocking(False)
-    async def main():
-        tasks = [loop.create_task(loop.sock_recv(b, 100)) for _, b in pairs]
-        await iterations(2)
-        assert not any(t.done() for t in tasks)
-        pairs[1][0].send(b"second")
-        assert await wait(tasks[1]) == b"second"
-        assert not tasks[0].done()
-        pairs[0][0].send(b"first")
-        assert await wait(tasks[0]) == b"first"
-    try:
+def test_concurrent_recv_on_two_sockets(loop, pair):
+    with support.socketpair() as other:
+        pairs = [pair, other]
+        async def main():
+            tasks = [loop.create_task(loop.sock_recv(b, 100)) for _, b in pairs]
+            await iterations(2)
+            assert not any(t.done() for t in tasks)
+            pairs[1][0].send(b"second")
+            assert await wait(tasks[1]) == b"second"
+            assert not tasks[0].done()
+            pairs[0][0].send(b"first")
+            assert await wait(tasks[0]) == b"first"
         support.run_guarded(loop, main())
-    finally:
-        for p in pairs:
-            for s in p:
-                s.close()
 
 
 @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
@@ -607,44 +572,32 @@ def test_large_sendall_to_slow_reader(loop, pair, kind):
     support.run_guarded(loop, main())
 
 
-def test_sendall_memoryview_of_ints_as_asyncio(loop, pair):
+def test_sendall_memoryview_of_ints_as_asyncio(loop):
     # asyncio compares send()'s byte count with len(data), which for a
     # memoryview of 4-byte ints counts items: whatever that does, goloop does.
     def scenario(lp):
-        a, b = socket.socketpair()
-        a.setblocking(False)
-        b.setblocking(False)
-        async def main():
-            data = memoryview(array.array("i", range(1000)))
-            result = await _outcome(asyncio.wait_for(lp.sock_sendall(a, data), 0.2))
-            return result, b.recv(100000)
-        try:
+        with support.socketpair() as (a, b):
+            async def main():
+                data = memoryview(array.array("i", range(1000)))
+                result = await outcome_of(asyncio.wait_for(lp.sock_sendall(a, data), 0.2))
+                return result, b.recv(100000)
             return support.run_guarded(lp, main())
-        finally:
-            a.close()
-            b.close()
 
     assert scenario(loop) == support.run_on_reference(scenario)
 
 
-def test_recv_into_unwritable_buffer_as_asyncio(loop, pair):
+def test_recv_into_unwritable_buffer_as_asyncio(loop):
     def scenario(lp):
-        a, b = socket.socketpair()
-        a.setblocking(False)
-        b.setblocking(False)
-        async def main():
-            results = []
-            for buf in (b"readonly", memoryview(bytearray(8))[::2], "text", None):
-                results.append(await _outcome(lp.sock_recv_into(b, buf)))
-            for n in (-1, 1.5, "3", 0):
-                results.append(await _outcome(lp.sock_recv(b, n)))
-            results.append(await _outcome(lp.sock_sendall(a, "text")))
-            return results
-        try:
+        with support.socketpair() as (a, b):
+            async def main():
+                results = []
+                for buf in (b"readonly", memoryview(bytearray(8))[::2], "text", None):
+                    results.append(await outcome_of(lp.sock_recv_into(b, buf)))
+                for n in (-1, 1.5, "3", 0):
+                    results.append(await outcome_of(lp.sock_recv(b, n)))
+                results.append(await outcome_of(lp.sock_sendall(a, "text")))
+                return results
             return support.run_guarded(lp, main())
-        finally:
-            a.close()
-            b.close()
 
     assert scenario(loop) == support.run_on_reference(scenario)
 
@@ -679,33 +632,26 @@ def test_peer_reset_during_sendall(loop, tcp_pair):
 
 def test_calls_on_closed_socket_as_asyncio(loop):
     def scenario(lp):
-        a, b = socket.socketpair()
-        a.setblocking(False)
-        b.setblocking(False)
-        b.close()
-        async def main():
-            return [
-                await _outcome(lp.sock_recv(b, 10)),
-                await _outcome(lp.sock_recv_into(b, bytearray(10))),
-                await _outcome(lp.sock_sendall(b, b"x")),
-                await _outcome(lp.sock_accept(b)),
-            ]
-        try:
+        with support.socketpair() as (a, b):
+            b.close()
+            async def main():
+                return [
+                    await outcome_of(lp.sock_recv(b, 10)),
+                    await outcome_of(lp.sock_recv_into(b, bytearray(10))),
+                    await outcome_of(lp.sock_sendall(b, b"x")),
+                    await outcome_of(lp.sock_accept(b)),
+                ]
             return support.run_guarded(lp, main())
-        finally:
-            a.close()
 
     expected = support.run_on_reference(scenario)
     assert all(r[:2] == ("raised", OSError) for r in expected)
     assert scenario(loop) == expected
 
 
-def test_socket_closed_while_recv_waits(loop):
+def test_socket_closed_while_recv_waits(loop, pair):
     # asyncio's selector forgets nothing when a watched socket is closed: the
     # call waits until cancelled, and the fd number, once reused, works.
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
+    a, b = pair
     async def main():
         task = loop.create_task(loop.sock_recv(b, 100))
         await iterations(2)
@@ -716,10 +662,7 @@ def test_socket_closed_while_recv_waits(loop):
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        c, d = socket.socketpair()
-        with c, d:
-            c.setblocking(False)
-            d.setblocking(False)
+        with support.socketpair() as (c, d):
             recv = loop.create_task(loop.sock_recv(d, 100))
             await iterations(2)
             c.send(b"reused")
@@ -748,24 +691,18 @@ def test_recv_replaces_add_reader_as_asyncio(loop):
     # asyncio's sock_recv registers its callback with _add_reader, which
     # cancels a reader already there, and removes the fd's reader when done.
     def scenario(lp):
-        a, b = socket.socketpair()
-        a.setblocking(False)
-        b.setblocking(False)
-        async def main():
-            called = []
-            handle_fd = b.fileno()
-            lp.add_reader(handle_fd, called.append, 1)
-            task = lp.create_task(lp.sock_recv(b, 100))
-            await iterations(2)
-            a.send(b"data")
-            data = await wait(task)
-            await iterations(2)
-            return data, called, lp.remove_reader(handle_fd)
-        try:
+        with support.socketpair() as (a, b):
+            async def main():
+                called = []
+                handle_fd = b.fileno()
+                lp.add_reader(handle_fd, called.append, 1)
+                task = lp.create_task(lp.sock_recv(b, 100))
+                await iterations(2)
+                a.send(b"data")
+                data = await wait(task)
+                await iterations(2)
+                return data, called, lp.remove_reader(handle_fd)
             return support.run_guarded(lp, main())
-        finally:
-            a.close()
-            b.close()
 
     assert scenario(loop) == support.run_on_reference(scenario)
 
@@ -774,26 +711,20 @@ def test_second_recv_on_one_socket_as_asyncio(loop):
     # Two sock_recv on one socket: the second replaces the first's reader, so
     # the first waits until cancelled.
     def scenario(lp):
-        a, b = socket.socketpair()
-        a.setblocking(False)
-        b.setblocking(False)
-        async def main():
-            first = lp.create_task(lp.sock_recv(b, 100))
-            await iterations(2)
-            second = lp.create_task(lp.sock_recv(b, 100))
-            await iterations(2)
-            a.send(b"data")
-            got = await wait(second)
-            await iterations(3)
-            first_done = first.done()
-            first.cancel()
-            await asyncio.gather(first, return_exceptions=True)
-            return got, first_done, lp.remove_reader(b)
-        try:
+        with support.socketpair() as (a, b):
+            async def main():
+                first = lp.create_task(lp.sock_recv(b, 100))
+                await iterations(2)
+                second = lp.create_task(lp.sock_recv(b, 100))
+                await iterations(2)
+                a.send(b"data")
+                got = await wait(second)
+                await iterations(3)
+                first_done = first.done()
+                first.cancel()
+                await asyncio.gather(first, return_exceptions=True)
+                return got, first_done, lp.remove_reader(b)
             return support.run_guarded(lp, main())
-        finally:
-            a.close()
-            b.close()
 
     assert scenario(loop) == support.run_on_reference(scenario)
 
@@ -809,8 +740,8 @@ def test_sock_calls_on_transport_socket_as_asyncio(loop, listener):
             raw = socket.socket(fileno=transport.get_extra_info("socket").fileno())
             try:
                 raw.setblocking(False)
-                return [await _outcome(lp.sock_recv(raw, 10)),
-                        await _outcome(lp.sock_recv_into(raw, bytearray(10)))]
+                return [await outcome_of(lp.sock_recv(raw, 10)),
+                        await outcome_of(lp.sock_recv_into(raw, bytearray(10)))]
             finally:
                 raw.detach()
                 transport.close()
@@ -927,11 +858,11 @@ def test_datagram_argument_errors_as_asyncio(loop):
         a.setblocking(False)
         async def main():
             return [
-                await _outcome(lp.sock_recvfrom_into(a, bytearray(4), 10)),
-                await _outcome(lp.sock_recvfrom_into(a, b"readonly")),
-                await _outcome(lp.sock_recvfrom(a, -1)),
-                await _outcome(lp.sock_sendto(a, "text", a.getsockname())),
-                await _outcome(lp.sock_sendto(a, b"x", "not an address")),
+                await outcome_of(lp.sock_recvfrom_into(a, bytearray(4), 10)),
+                await outcome_of(lp.sock_recvfrom_into(a, b"readonly")),
+                await outcome_of(lp.sock_recvfrom(a, -1)),
+                await outcome_of(lp.sock_sendto(a, "text", a.getsockname())),
+                await outcome_of(lp.sock_sendto(a, b"x", "not an address")),
             ]
         try:
             return support.run_guarded(lp, main())

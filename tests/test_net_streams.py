@@ -12,21 +12,9 @@ import tempfile
 import pytest
 
 import support
+from support import iterations, wait
 
-
-def wait(aw):
-    return asyncio.wait_for(aw, support.GUARD)
-
-
-@pytest.fixture(autouse=True)
-def _fail_fast(request):
-    if "loop" in request.fixturenames:
-        support.fail_fast_on_loop_errors(request.getfixturevalue("loop"))
-
-
-async def iterations(n):
-    for _ in range(n):
-        await asyncio.sleep(0)
+pytestmark = pytest.mark.fail_fast
 
 
 @pytest.fixture

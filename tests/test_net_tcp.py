@@ -28,32 +28,12 @@ import warnings
 import pytest
 
 import support
+from support import iterations, outcome_of, wait
+
+pytestmark = pytest.mark.fail_fast
 
 Recorder = support.Recorder
 SIDES = ("client", "server")
-
-
-def wait(aw):
-    return asyncio.wait_for(aw, support.GUARD)
-
-
-@pytest.fixture(autouse=True)
-def _fail_fast(request):
-    if "loop" in request.fixturenames:
-        support.fail_fast_on_loop_errors(request.getfixturevalue("loop"))
-
-
-async def iterations(n):
-    for _ in range(n):
-        await asyncio.sleep(0)
-
-
-async def _outcome(aw):
-    """('returned', value) or ('raised', type, message with fd numbers masked)."""
-    try:
-        return ("returned", await aw)
-    except Exception as exc:
-        return ("raised", type(exc), re.sub(r"fd=\d+", "fd=N", str(exc)))
 
 
 def free_port(family=socket.AF_INET, host="127.0.0.1"):
@@ -92,11 +72,16 @@ async def recv_until_eof(loop, sock):
         buf += chunk
 
 
-async def connected_peer(loop, server):
-    peer = socket.socket(server.sockets[0].family)
+async def connected_peer_to(loop, sock):
+    """A non-blocking socket connected to the listening socket sock."""
+    peer = socket.socket(sock.family)
     peer.setblocking(False)
-    await wait(loop.sock_connect(peer, server.sockets[0].getsockname()))
+    await wait(loop.sock_connect(peer, sock.getsockname()))
     return peer
+
+
+async def connected_peer(loop, server):
+    return await connected_peer_to(loop, server.sockets[0])
 
 
 class Accepting:
@@ -309,7 +294,7 @@ def argument_error(lp, case):
                                                 "server_hostname": "x"},
                 "ssl bool with sock": {"sock": udp, "ssl": False, "server_hostname": "x"},
             }[case]
-            return await _outcome(lp.create_connection(Recorder, **kwargs))
+            return await outcome_of(lp.create_connection(Recorder, **kwargs))
         finally:
             udp.close()
             tcp.close()
@@ -369,13 +354,6 @@ def test_create_server_host_list(loop):
         server.close()
         await wait(server.wait_closed())
     support.run_guarded(loop, main())
-
-
-async def connected_peer_to(loop, sock):
-    peer = socket.socket(sock.family)
-    peer.setblocking(False)
-    await wait(loop.sock_connect(peer, sock.getsockname()))
-    return peer
 
 
 def test_create_server_all_interfaces_as_asyncio(loop):
@@ -485,7 +463,7 @@ def test_create_server_address_in_use_as_asyncio(loop):
         port = taken.getsockname()[1]
 
         def scenario(lp):
-            return support.run_guarded(lp, _outcome(lp.create_server(Recorder, "127.0.0.1", port)))
+            return support.run_guarded(lp, outcome_of(lp.create_server(Recorder, "127.0.0.1", port)))
 
         expected = support.run_on_reference(scenario)
         assert expected[1] is OSError
@@ -501,7 +479,7 @@ def test_start_serving_false_then_start_serving(loop):
             steps.append(("serving", server.is_serving()))
             with socket.socket() as probe:
                 probe.setblocking(False)
-                result = await _outcome(lp.sock_connect(probe, server.sockets[0].getsockname()))
+                result = await outcome_of(lp.sock_connect(probe, server.sockets[0].getsockname()))
                 steps.append(("connect before", result[:2]))
             await server.start_serving()
             steps.append(("serving", server.is_serving()))
@@ -528,7 +506,7 @@ def test_serve_forever_and_cancellation(loop):
         task = loop.create_task(server.serve_forever())
         await iterations(2)
         assert server.is_serving()
-        again = await _outcome(server.serve_forever())
+        again = await outcome_of(server.serve_forever())
         assert again == ("raised", RuntimeError, re.sub(
             r"fd=\d+", "fd=N", f"server {server!r} is already being awaited on serve_forever()"))
         peer = await connected_peer(loop, server)
@@ -540,7 +518,7 @@ def test_serve_forever_and_cancellation(loop):
             await wait(task)
         assert not server.is_serving()
         assert server.sockets == ()
-        closed = await _outcome(server.serve_forever())
+        closed = await outcome_of(server.serve_forever())
         assert closed == ("raised", RuntimeError, f"server {server!r} is closed")
         await wait(server.wait_closed())
     support.run_guarded(loop, main())
@@ -564,7 +542,7 @@ def test_server_close_and_wait_closed_as_asyncio(loop):
             steps.append(("after close", server.is_serving(), server.sockets))
             with socket.socket() as probe:
                 probe.setblocking(False)
-                steps.append(("connect", (await _outcome(lp.sock_connect(probe, addr)))[:2]))
+                steps.append(("connect", (await outcome_of(lp.sock_connect(probe, addr)))[:2]))
             await iterations(3)
             steps.append(("wait_closed done with a connection open", pending_wait.done()))
             late_wait = lp.create_task(server.wait_closed())
@@ -988,7 +966,7 @@ def test_connect_accepted_socket(loop):
 def test_connect_accepted_socket_rejects_datagram_socket(loop):
     def scenario(lp):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            return support.run_guarded(lp, _outcome(lp.connect_accepted_socket(Recorder, udp)))
+            return support.run_guarded(lp, outcome_of(lp.connect_accepted_socket(Recorder, udp)))
 
     expected = support.run_on_reference(scenario)
     assert expected[1] is ValueError
@@ -1350,7 +1328,7 @@ def test_loop_sendfile_rules_as_asyncio(loop, case, tmp_path):
                         kwargs = {"fallback": case.endswith("with fallback")}
                     if case == "closing transport":
                         transport.close()
-                    result = await _outcome(lp.sendfile(transport, file, **kwargs))
+                    result = await outcome_of(lp.sendfile(transport, file, **kwargs))
                     if result[0] == "returned":
                         result += (await wait(recv_exactly(lp, peer, result[1])),)
                     return result

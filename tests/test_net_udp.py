@@ -20,28 +20,9 @@ import tempfile
 import pytest
 
 import support
+from support import iterations, outcome_of, wait
 
-
-def wait(aw):
-    return asyncio.wait_for(aw, support.GUARD)
-
-
-@pytest.fixture(autouse=True)
-def _fail_fast(request):
-    if "loop" in request.fixturenames:
-        support.fail_fast_on_loop_errors(request.getfixturevalue("loop"))
-
-
-async def iterations(n):
-    for _ in range(n):
-        await asyncio.sleep(0)
-
-
-async def _outcome(aw):
-    try:
-        return ("returned", await aw)
-    except Exception as exc:
-        return ("raised", type(exc), re.sub(r"fd=\d+", "fd=N", str(exc)))
+pytestmark = pytest.mark.fail_fast
 
 
 class DatagramRecorder(asyncio.DatagramProtocol):
@@ -300,7 +281,7 @@ def datagram_error(lp, case):
                 coro = lp.create_datagram_endpoint(DatagramRecorder, **kwargs)
             except TypeError as exc:  # a keyword this Python does not have
                 return ("raised", TypeError, re.sub(r"^[\w.]+\(\)", "()", str(exc)))
-            return await _outcome(coro)
+            return await outcome_of(coro)
         finally:
             tcp.close()
             udp.close()

@@ -18,31 +18,12 @@ import tempfile
 import pytest
 
 import support
+from support import iterations, outcome_of, wait
 from test_net_tcp import Accepting
 
+pytestmark = pytest.mark.fail_fast
+
 Recorder = support.Recorder
-
-
-def wait(aw):
-    return asyncio.wait_for(aw, support.GUARD)
-
-
-@pytest.fixture(autouse=True)
-def _fail_fast(request):
-    if "loop" in request.fixturenames:
-        support.fail_fast_on_loop_errors(request.getfixturevalue("loop"))
-
-
-async def iterations(n):
-    for _ in range(n):
-        await asyncio.sleep(0)
-
-
-async def _outcome(aw):
-    try:
-        return ("returned", await aw)
-    except Exception as exc:
-        return ("raised", type(exc), str(exc))
 
 
 @pytest.fixture
@@ -164,20 +145,20 @@ def unix_error(lp, sockdir, case):
         try:
             if case == "regular file at path":
                 pathlib.Path(path).write_bytes(b"not a socket")
-                return await _outcome(lp.create_unix_server(Recorder, path))
+                return await outcome_of(lp.create_unix_server(Recorder, path))
             if case == "path and sock":
-                return await _outcome(lp.create_unix_server(Recorder, path, sock=unix))
+                return await outcome_of(lp.create_unix_server(Recorder, path, sock=unix))
             if case == "no path no sock":
-                return await _outcome(lp.create_unix_server(Recorder))
+                return await outcome_of(lp.create_unix_server(Recorder))
             if case == "tcp sock for server":
-                return await _outcome(lp.create_unix_server(Recorder, sock=tcp))
+                return await outcome_of(lp.create_unix_server(Recorder, sock=tcp))
             if case == "connect missing":
-                return await _outcome(lp.create_unix_connection(Recorder, path))
+                return await outcome_of(lp.create_unix_connection(Recorder, path))
             if case == "connect stale":
                 unix.bind(path)
-                return await _outcome(lp.create_unix_connection(Recorder, path))
+                return await outcome_of(lp.create_unix_connection(Recorder, path))
             if case == "connect tcp sock":
-                return await _outcome(lp.create_unix_connection(Recorder, sock=tcp))
+                return await outcome_of(lp.create_unix_connection(Recorder, sock=tcp))
         finally:
             tcp.close()
             unix.close()
