@@ -38,8 +38,6 @@ type Datagram struct {
 	transport
 	sink     DatagramSink
 	from     unix.RawSockaddrAny // filled by each recvfrom
-	pending  Events              // readiness the deferred task is to handle
-	deferred task                // runs handle in the ready phase
 	queue    []outDatagram       // unsent, oldest first from head
 	head     int
 	qbytes   int // bytes counted against the water marks
@@ -68,7 +66,6 @@ var _ IO = (*Datagram)(nil)
 // loop: registered, not read until Start.
 func NewDatagram(loop IOLoop, fd int, sink DatagramSink) (*Datagram, error) {
 	d := &Datagram{sink: sink}
-	d.deferred.fn = d.handle
 	if err := d.init(loop, fd, d, sink); err != nil {
 		return nil, err
 	}
@@ -159,26 +156,9 @@ func (d *Datagram) sendLost(b []byte, to Sockaddr) error {
 	return nil
 }
 
-// Ready defers the work to the ready phase, behind the callbacks queued
-// before the poll, where asyncio's selector loop puts the fd's reader and
-// writer handles: a task that was ready to run when the datagram came
-// (say, one about to create the future datagram_received resolves) runs
-// before the datagram is delivered, as on the stock loop.
+// Ready receives, then sends, in the ready phase (see transport's
+// readyPhase).
 func (d *Datagram) Ready(ev Events) error {
-	if d.pending != 0 {
-		d.pending |= ev
-		return nil
-	}
-	d.pending = ev
-	return d.loop.soonTask(&d.deferred)
-}
-
-// handle receives, then sends: what is still wanted of what the poll
-// reported (the callbacks before it may have paused or closed the
-// transport).
-func (d *Datagram) handle() error {
-	ev := d.pending
-	d.pending = 0
 	if ev&Read != 0 && d.interest&Read != 0 {
 		if err := d.receive(); err != nil {
 			return err

@@ -13,12 +13,34 @@ import "golang.org/x/sys/unix"
 // items have been consumed and before the items pushed after it, which is
 // the order one shared _ready deque would give. Tasks run on the loop
 // thread with the embedder's lock held, like the items.
+//
+// The FIFO also holds the watchers of IOs whose readiness waits for the
+// ready phase (the transports; see readyPhaseIO), each queued as itself
+// when the poll reports it: that happens on every readiness of every
+// connection, so it costs neither an allocation nor any memory an idle
+// connection carries.
+
+// runner is what the FIFO runs: a task, or a watcher (loop.go).
+type runner interface{ run() error }
+
+// queued is one entry of the FIFO.
+type queued struct {
+	r  runner
+	at uint64 // the ready queue's pushed() count when it was queued
+}
 
 // task is one deferred Go call.
 type task struct {
 	fn        func() error
-	at        uint64 // the ready queue's pushed() count when it was queued
-	cancelled bool   // a cancelled timer is skipped (Listener.Stop)
+	cancelled bool // a cancelled timer is skipped (Listener.Stop)
+}
+
+func (t *task) run() error {
+	if t.cancelled {
+		return nil
+	}
+	t.cancelled = true // a timer's owner may still hold it: make cancel a no-op
+	return t.fn()
 }
 
 // IOLoop is what the core's transports need from a loop: any *Loop[T]
@@ -30,7 +52,6 @@ type IOLoop interface {
 	Unregister(fd int) error
 	Owner(fd int) IO
 	soon(fn func() error) error
-	soonTask(t *task) error
 	later(delay float64, fn func() error) (*task, error)
 	readBuffer() []byte
 	iovecs() []unix.Iovec
@@ -72,20 +93,7 @@ func (l *Loop[T]) soon(fn func() error) error {
 	if l.closed {
 		return ErrClosed
 	}
-	l.tasks.push(&task{fn: fn, at: l.ready.pushed()})
-	return nil
-}
-
-// soonTask is soon for a task its owner keeps and queues again each time
-// (a transport deferring its readiness): no allocation per call. The task
-// must not be queued already.
-func (l *Loop[T]) soonTask(t *task) error {
-	if l.closed {
-		return ErrClosed
-	}
-	t.cancelled = false
-	t.at = l.ready.pushed()
-	l.tasks.push(t)
+	l.tasks.push(queued{r: &task{fn: fn}, at: l.ready.pushed()})
 	return nil
 }
 
@@ -106,16 +114,7 @@ func (l *Loop[T]) dueTasks(end float64) {
 	for l.taskTimers.len() > 0 && l.taskTimers.head().when < end {
 		t := l.taskTimers.pop()
 		if !t.cancelled {
-			t.at = l.ready.pushed()
-			l.tasks.push(t)
+			l.tasks.push(queued{r: t, at: l.ready.pushed()})
 		}
 	}
-}
-
-func (l *Loop[T]) runTask(t *task) error {
-	if t.cancelled {
-		return nil
-	}
-	t.cancelled = true // a timer's owner may still hold it: make cancel a no-op
-	return t.fn()
 }

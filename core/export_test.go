@@ -99,6 +99,9 @@ func (l *Loop[T]) ScratchHeld(isZero func(T) bool) int {
 	return n
 }
 
+// Tick runs one iteration of the loop, as Run does, outside of Run.
+func (l *Loop[T]) Tick() error { return l.tick() }
+
 // CancelledCount is the loop's count of cancelled timers in the heap.
 func (l *Loop[T]) CancelledCount() int { return l.cancelled }
 

@@ -71,6 +71,18 @@ type IO interface {
 	Ready(ev Events) error
 }
 
+// readyPhaseIO is an IO whose Ready is called in the ready phase instead,
+// in the order of the callbacks, as a handle queued by the poll: after the
+// callbacks queued before it, and only with the events it is still
+// registered for then. One that was unregistered meanwhile is not called,
+// as asyncio's remove_reader cancels a reader handle _ready holds. A
+// non-nil error ends Run as a callback's does. The transports are such
+// IOs (transport.readyPhase).
+type readyPhaseIO interface {
+	IO
+	readyPhase()
+}
+
 // InUseError reports a descriptor that is watched in the other way: by an
 // IO when items were to be added, or by items (or another IO) when an IO
 // was to be registered. asyncio raises RuntimeError for the same clash.
@@ -129,10 +141,27 @@ const (
 
 // watcher is one watched descriptor, of either kind.
 type watcher[T any] struct {
-	kind           watchKind
-	events         Events // registered with the poller
-	reader, writer T      // watchItems
-	io             IO     // watchIO
+	kind   watchKind
+	events Events // registered with the poller
+	// readyPhase: io is a readyPhaseIO. pending: the events polls
+	// reported for it that the ready phase has yet to handle; the watcher
+	// is queued in the task FIFO from when pending stops being empty until
+	// it runs.
+	readyPhase     bool
+	pending        Events
+	reader, writer T  // watchItems
+	io             IO // watchIO
+}
+
+// run calls a readyPhaseIO's Ready with what is still pending: nothing
+// if it was unregistered, and only what it is still registered for.
+func (w *watcher[T]) run() error {
+	ev := w.pending
+	w.pending = 0
+	if ev == 0 {
+		return nil
+	}
+	return w.io.Ready(ev)
 }
 
 // Loop is one event loop.
@@ -151,10 +180,10 @@ type Loop[T any] struct {
 	// be using the ready queue and the watchers.
 	polled []polledFD[T]
 	// tasks are Go calls deferred by IOs (a transport's connection-lost
-	// notification), run in FIFO order with the ready items, and
-	// taskTimers those scheduled for later (a listener's accept retry);
-	// see deferred.go.
-	tasks      ready[*task]
+	// notification) and the watchers of readyPhaseIOs, run in FIFO order
+	// with the ready items, and taskTimers Go calls scheduled for later
+	// (a listener's accept retry); see deferred.go.
+	tasks      ready[queued]
 	taskTimers timerHeap[*task]
 	rbuf       []byte       // the read buffer IOs share (readBuffer)
 	iov        []unix.Iovec // the sendmsg iovecs streams share (iovecs)
@@ -236,7 +265,9 @@ func (l *Loop[T]) Run() error {
 //  2. poll: not at all if callbacks are ready or the loop is stopping,
 //     until the first timer if there is one, else until an event;
 //  3. for each ready descriptor, queue its items' callbacks, or call its
-//     IO (a transport reads and writes here, with the lock held);
+//     IO (a listener accepts here, with the lock held), or queue its
+//     readyPhaseIO (a transport, which reads and writes in step 5, where
+//     asyncio runs the reader and writer handles);
 //  4. queue the timers due by now (plus the clock resolution), the
 //     embedder's and the core's own;
 //  5. run exactly the callbacks queued at this point, the embedder's items
@@ -365,7 +396,7 @@ func (l *Loop[T]) runReady() error {
 		}
 		if k <= 0 {
 			d--
-			if err := l.runTask(l.tasks.pop()); err != nil {
+			if err := l.tasks.pop().r.run(); err != nil {
 				return err
 			}
 			continue
@@ -387,7 +418,8 @@ func (l *Loop[T]) collect(fd int, ev Events) {
 
 // dispatch is where readiness is routed, for both kinds of watcher. Items
 // are queued, as asyncio's _process_events does (a cancelled item is removed
-// instead); an IO is called at once.
+// instead), and so is a readyPhaseIO, its watcher in the task FIFO; another
+// IO is called at once.
 func (l *Loop[T]) dispatch(p polledFD[T]) error {
 	w, fd, ev := p.w, p.fd, p.ev
 	if w == nil || l.watchers.get(fd) != w {
@@ -396,9 +428,18 @@ func (l *Loop[T]) dispatch(p polledFD[T]) error {
 	if w.kind == watchIO {
 		// Only what it still wants: an earlier IO in this batch may have
 		// paused it.
-		if ev &= w.events; ev != 0 {
+		if ev &= w.events; ev == 0 {
+			return nil
+		}
+		if !w.readyPhase {
 			return w.io.Ready(ev)
 		}
+		// Queued once: a readiness left pending by a Run that a callback
+		// cut short is queued already, ahead.
+		if w.pending == 0 {
+			l.tasks.push(queued{r: w, at: l.ready.pushed()})
+		}
+		w.pending |= ev
 		return nil
 	}
 	if ev&Read != 0 && w.events&Read != 0 {
@@ -475,7 +516,8 @@ func (l *Loop[T]) Register(fd int, io IO, ev Events) error {
 	if err := l.poller.ctl(fd, 0, ev); err != nil {
 		return err
 	}
-	l.watchers.set(fd, &watcher[T]{kind: watchIO, events: ev, io: io})
+	_, inReadyPhase := io.(readyPhaseIO)
+	l.watchers.set(fd, &watcher[T]{kind: watchIO, events: ev, io: io, readyPhase: inReadyPhase})
 	return nil
 }
 
@@ -499,7 +541,9 @@ func (l *Loop[T]) Modify(fd int, ev Events) error {
 	if err := l.poller.ctl(fd, w.events, ev); err != nil {
 		return err
 	}
-	w.events = ev
+	// A readiness no longer polled for is not handled either, as asyncio's
+	// remove_reader and remove_writer cancel the handle _ready may hold.
+	w.events, w.pending = ev, w.pending&ev
 	return nil
 }
 
@@ -512,6 +556,7 @@ func (l *Loop[T]) Unregister(fd int) error {
 		return nil
 	}
 	l.watchers.del(fd)
+	w.pending = 0 // see Modify; an IO registered later has a watcher of its own
 	return l.poller.ctl(fd, w.events, 0)
 }
 

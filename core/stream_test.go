@@ -692,6 +692,130 @@ func TestStreamPauseReading(t *testing.T) {
 	}
 }
 
+// TestStreamReadsBehindReadyCallbacks: bytes waiting at the poll are read
+// in the ready phase, after the callbacks queued before the poll, as
+// asyncio queues the reader's handle behind them.
+func TestStreamReadsBehindReadyCallbacks(t *testing.T) {
+	r := newLoop(t)
+	a, b := socketpair(t)
+	s, k := r.stream("s", a)
+	write(t, b, "early")
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.soon(r.item("before", nil))
+	k.data = func(p []byte) error {
+		k.logf("data:%s", p)
+		r.l.Stop()
+		return nil
+	}
+	r.deadline(5)
+	if err := r.run(); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"run:before", "s:data:early"}, withoutPolls(r.takeLog())); diff != "" {
+		t.Errorf("log (-want +got):\n%s", diff)
+	}
+}
+
+// TestStreamClosedBeforeItsTurn: a callback queued before the poll that
+// aborts the stream, with bytes to read and a write buffer to flush, means
+// neither happens, and Lost comes once.
+func TestStreamClosedBeforeItsTurn(t *testing.T) {
+	r := newLoop(t)
+	a, b := socketpair(t)
+	s, k := r.stream("s", a)
+	fill(t, a)
+	if err := s.Write([]byte("queued")); err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, b) // so that a is writable at the poll
+	write(t, b, "late")
+	k.lost = func(error) error { r.l.Stop(); return nil }
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.soon(r.item("abort", func() error { return s.Abort() }))
+	r.deadline(5)
+	if err := r.run(); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"run:abort", "s:lost:nil"}, withoutPolls(r.takeLog())); diff != "" {
+		t.Errorf("log (-want +got):\n%s", diff)
+	}
+	if got, _ := readAll(t, b); len(got) != 0 {
+		t.Errorf("the peer got %d bytes flushed after Abort", len(got))
+	}
+}
+
+// TestStreamPausedBeforeItsTurn: a callback queued before the poll that
+// pauses and resumes reading drops the readiness that poll reported, as
+// asyncio's remove_reader cancels the queued handle: the bytes are read
+// after the next poll, behind what was queued meanwhile.
+func TestStreamPausedBeforeItsTurn(t *testing.T) {
+	r := newLoop(t)
+	a, b := socketpair(t)
+	s, k := r.stream("s", a)
+	write(t, b, "early")
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.soon(r.item("toggle", func() error {
+		if err := s.PauseReading(); err != nil {
+			return err
+		}
+		r.soon(r.item("next", nil))
+		return s.ResumeReading()
+	}))
+	k.data = func(p []byte) error {
+		k.logf("data:%s", p)
+		r.l.Stop()
+		return nil
+	}
+	r.deadline(5)
+	if err := r.run(); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"run:toggle", "run:next", "s:data:early"}, withoutPolls(r.takeLog())); diff != "" {
+		t.Errorf("log (-want +got):\n%s", diff)
+	}
+}
+
+// TestStreamUnregisteredBeforeItsTurn: a stream whose fd is unregistered
+// behind its back (the bridge's finalizer of an unclosed transport does
+// so) after the poll reported it readable does not read it, nor read for
+// the stream registered under the same number in the meantime, which gets
+// the bytes from its own readiness.
+func TestStreamUnregisteredBeforeItsTurn(t *testing.T) {
+	r := newLoop(t)
+	a, b := socketpair(t)
+	s, _ := r.stream("old", a)
+	write(t, b, "early")
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.soon(r.item("swap", func() error {
+		if err := r.l.Unregister(a); err != nil {
+			return err
+		}
+		s2, k2 := r.stream("new", a)
+		k2.data = func(p []byte) error {
+			k2.logf("data:%s", p)
+			r.l.Stop()
+			return nil
+		}
+		r.soon(r.item("next", nil))
+		return s2.Start()
+	}))
+	r.deadline(5)
+	if err := r.run(); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"run:swap", "run:next", "new:data:early"}, withoutPolls(r.takeLog())); diff != "" {
+		t.Errorf("log (-want +got):\n%s", diff)
+	}
+}
+
 // TestStreamSinkErrors: an error from Data ends Run and leaves the stream
 // open; a sink that fails the stream itself (a protocol exception) gets
 // Lost with its own error.
@@ -727,6 +851,46 @@ func TestStreamSinkErrors(t *testing.T) {
 		t.Errorf("Lost %v, want [%v]", k.lostErrs, fatal)
 	}
 	r.takeLog()
+}
+
+// TestStreamLeftQueuedByAFailedRun: when a sink's error ends Run in the
+// ready phase, a stream whose readiness was queued behind it is handled in
+// the next Run, once, though the poll reports it again.
+func TestStreamLeftQueuedByAFailedRun(t *testing.T) {
+	r := newLoop(t)
+	a, b := socketpair(t)
+	c, d := socketpair(t)
+	s1, k1 := r.stream("s1", a)
+	s2, k2 := r.stream("s2", c)
+	escape := errors.New("KeyboardInterrupt")
+	k1.data = func(p []byte) error { k1.logf("data:%s", p); return escape }
+	k2.data = func(p []byte) error {
+		k2.logf("data:%s", p)
+		r.soon(r.stopper("stop"))
+		return nil
+	}
+	write(t, b, "one")
+	write(t, d, "two")
+	s1.Start()
+	s2.Start()
+	r.deadline(5)
+	err := r.run()
+	log := withoutPolls(r.takeLog())
+	if err != escape {
+		t.Fatalf("Run = %v, want the sink's error", err)
+	}
+	if err := r.run(); err != nil {
+		t.Fatal(err)
+	}
+	// The poll reports the streams in no set order.
+	log = append(log, withoutPolls(r.takeLog())...)
+	want := []string{"s1:data:one", "s2:data:two", "run:stop"}
+	if log[0] == "s2:data:two" {
+		want = []string{"s2:data:two", "s1:data:one", "run:stop"}
+	}
+	if diff := cmp.Diff(want, log); diff != "" {
+		t.Errorf("log (-want +got):\n%s", diff)
+	}
 }
 
 // TestStreamWriteBufferLimits: asyncio's defaults and validation, and the
@@ -835,6 +999,38 @@ func TestStreamHotPathsDoNotAllocate(t *testing.T) {
 		t.Errorf("%v allocations per write and read, want 0", allocs)
 	}
 	r.takeLog()
+}
+
+// TestStreamReadyPhaseDoesNotAllocate: queueing a stream's readiness
+// for the ready phase and handling it there cost no allocation either: the
+// loop queues the stream's watcher itself.
+func TestStreamReadyPhaseDoesNotAllocate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation counts")
+	}
+	r := newLoop(t)
+	a, b := socketpair(t)
+	s, k := r.stream("s", a)
+	s.Start()
+	r.deadline(5) // bounds each poll
+	msg := []byte("ping")
+	reads := 0
+	k.data = func([]byte) error { reads++; return nil }
+	tick := func() {
+		unix.Write(b, msg)
+		if err := r.l.Tick(); err != nil {
+			t.Fatal(err)
+		}
+		r.log = r.log[:0] // the poll hooks' entries
+	}
+	tick() // the first allocates the loop's read buffer and task ring
+	allocs := testing.AllocsPerRun(200, tick)
+	if reads != 202 { // AllocsPerRun runs tick once more, to warm up
+		t.Errorf("%d reads handed to Data, want 202", reads)
+	}
+	if allocs != 0 {
+		t.Errorf("%v allocations per tick, want 0", allocs)
+	}
 }
 
 // idleSink is a StreamSink with no state: converting it to the interface
