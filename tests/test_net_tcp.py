@@ -1292,6 +1292,68 @@ def test_set_protocol(loop, side):
     support.run_guarded(loop, main())
 
 
+class OrderRecorder(Recorder):
+    """A Recorder that also writes "data" into a shared ``order`` list."""
+
+    order = None
+
+    def data_received(self, data):
+        self.order.append("data")
+        super().data_received(data)
+
+
+class BufferedOrderRecorder(BufferedRecorder):
+    """BufferedRecorder's counterpart of OrderRecorder."""
+
+    order = None
+
+    def buffer_updated(self, nbytes):
+        self.order.append("data")
+        super().buffer_updated(nbytes)
+
+
+def waiting_at_the_poll(transport, peer, data):
+    """Send data from the peer and return once it is in the transport's
+    socket, without leaving the current callback: the loop's next poll
+    finds it there, and none before it could have."""
+    assert peer.send(data) == len(data)
+    support.wait_readable(transport.get_extra_info("socket").fileno())
+
+
+@pytest.mark.parametrize("factory", (OrderRecorder, BufferedOrderRecorder),
+                         ids=("Protocol", "BufferedProtocol"))
+@pytest.mark.parametrize("side", SIDES)
+def test_callbacks_ready_before_the_data_run_first(loop, side, factory):
+    """Bytes that are waiting when the loop polls reach the protocol after
+    the callbacks that were ready before the poll, as asyncio queues the
+    transport's reader handle behind them (a task ready to create the
+    future that data_received resolves must run first)."""
+    async def main():
+        async with connection(loop, side, factory) as (transport, proto, peer):
+            order = proto.order = []
+            waiting_at_the_poll(transport, peer, b"x")
+            loop.call_soon(order.append, "ready before")
+            await iterations(3)
+            assert order == ["ready before", "data"]
+    support.run_guarded(loop, main())
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_pause_reading_ready_before_the_data_holds_it(loop, side):
+    """pause_reading() in a callback that was ready before the poll holds
+    back the bytes that poll found, as asyncio's remove_reader cancels the
+    reader handle already queued; resume_reading() delivers them."""
+    async def main():
+        async with connection(loop, side) as (transport, proto, peer):
+            waiting_at_the_poll(transport, peer, b"held")
+            loop.call_soon(transport.pause_reading)
+            await iterations(3)
+            assert proto.calls == ["made"]
+            transport.resume_reading()
+            assert await wait(proto.until(4)) == b"held"
+    support.run_guarded(loop, main())
+
+
 @pytest.mark.parametrize("side", SIDES)
 def test_loop_sendfile_over_transport(loop, side, tmp_path):
     """loop.sendfile(transport, file): data written before it arrives first,
