@@ -44,6 +44,30 @@ type BufferedStreamSink interface {
 	BufferUpdated(n int) error
 }
 
+// LendingStreamSink is a plain StreamSink (not a BufferedStreamSink) that
+// can also give a read memory of its own. The stream asks for it only when
+// the last read was large (largeRead): then copying out of the loop's read
+// buffer costs more than the sink's allocation, and the bridge reads
+// straight into a new bytes object, the one data_received gets, so the
+// bytes are never copied in user space. Small reads keep the shared buffer,
+// where one copy of a few KiB is cheaper than allocating maxRead bytes.
+type LendingStreamSink interface {
+	StreamSink
+	// LendBuffer returns memory for one read of up to len(buf) bytes, or
+	// nil to use the loop's buffer this time.
+	LendBuffer(size int) ([]byte, error)
+	// LentData is called exactly once after a LendBuffer that returned
+	// memory, with the number of bytes read into it: n > 0 delivers them
+	// as Data would; n == 0 (nothing read, EOF or an error, which follow as
+	// usual) only takes the memory back.
+	LentData(n int) error
+}
+
+// largeRead is the read size from which the next read goes into a
+// LendingStreamSink's memory: at 64 KiB a copy costs several times the
+// allocation it saves, while messages of a few KiB never reach it.
+const largeRead = 64 << 10
+
 // Stream is a connected SOCK_STREAM socket, TCP or Unix, serviced by the
 // loop: asyncio's _SelectorSocketTransport without its Python. It reads up
 // to 256 KiB per readiness, writes at once when nothing is buffered and
@@ -70,6 +94,7 @@ type Stream struct {
 	wb       *writeBuf // nil while nothing is queued
 	eof      bool      // WriteEOF called
 	readInto bool      // sink is a BufferedStreamSink
+	large    bool      // the last read was at least largeRead bytes
 }
 
 var _ IO = (*Stream)(nil)
@@ -230,6 +255,17 @@ func (s *Stream) Ready(ev Events) error {
 // busy connection cannot starve the others; the poll is level-triggered,
 // so what is left is read on the next tick.
 func (s *Stream) read() error {
+	if s.large {
+		if ls, ok := s.sink.(LendingStreamSink); ok {
+			buf, err := ls.LendBuffer(maxRead)
+			if err != nil {
+				return err
+			}
+			if buf != nil {
+				return s.readLent(ls, buf)
+			}
+		}
+	}
 	buf := s.loop.readBuffer()
 	n, err := read(s.fd, buf)
 	switch {
@@ -238,7 +274,27 @@ func (s *Stream) read() error {
 	case n == 0:
 		return s.eofReceived()
 	}
+	s.large = n >= largeRead
 	return s.sink.Data(buf[:n])
+}
+
+// readLent is read into the sink's memory.
+func (s *Stream) readLent(ls LendingStreamSink, buf []byte) error {
+	n, rerr := read(s.fd, buf)
+	if rerr != nil {
+		n = 0
+	}
+	s.large = n >= largeRead
+	if err := ls.LentData(n); err != nil {
+		return err
+	}
+	switch {
+	case rerr != nil:
+		return s.readFailed(rerr)
+	case n == 0:
+		return s.eofReceived()
+	}
+	return nil
 }
 
 // readIntoSink is _read_ready__get_buffer.

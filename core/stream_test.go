@@ -151,23 +151,24 @@ func TestStreamPartialWritesUnderBackPressure(t *testing.T) {
 
 // TestStreamRandomChunks streams 8 MiB in random chunk sizes, written
 // whenever the writer is not paused (Write and WriteLines), read by a
-// reader that sometimes pauses, over TCP and a Unix socketpair, in plain
-// and buffered mode, and checks the hash.
+// reader that sometimes pauses, over TCP and a Unix socketpair, in plain,
+// buffered and lending mode, and checks the hash.
 func TestStreamRandomChunks(t *testing.T) {
 	for _, tc := range []struct {
-		name     string
-		pair     func(*testing.T) (int, int)
-		buffered bool
+		name string
+		pair func(*testing.T) (int, int)
+		mode string
 	}{
-		{"tcp", tcpPair, false},
-		{"unix", socketpair, false},
-		{"tcp-buffered", tcpPair, true},
+		{"tcp", tcpPair, "plain"},
+		{"unix", socketpair, "plain"},
+		{"tcp-buffered", tcpPair, "buffered"},
+		{"unix-lending", socketpair, "lending"},
 	} {
-		t.Run(tc.name, func(t *testing.T) { streamRandomChunks(t, tc.pair, tc.buffered) })
+		t.Run(tc.name, func(t *testing.T) { streamRandomChunks(t, tc.pair, tc.mode) })
 	}
 }
 
-func streamRandomChunks(t *testing.T, pair func(*testing.T) (int, int), buffered bool) {
+func streamRandomChunks(t *testing.T, pair func(*testing.T) (int, int), mode string) {
 	const total = 8 << 20
 	r := newLoop(t)
 	a, b := pair(t)
@@ -181,14 +182,23 @@ func streamRandomChunks(t *testing.T, pair func(*testing.T) (int, int), buffered
 	w, wk := r.stream("w", a)
 	var rk *sink
 	var rd *core.Stream
-	if buffered {
+	var lk *lendSink
+	switch mode {
+	case "buffered":
 		bk := &bufSink{sink: r.sink("r", b), size: 1000}
 		rk = bk.sink
 		var err error
 		if rd, err = core.NewStream(r.l, b, bk); err != nil {
 			t.Fatal(err)
 		}
-	} else {
+	case "lending":
+		lk = &lendSink{sink: r.sink("r", b)}
+		rk = lk.sink
+		var err error
+		if rd, err = core.NewStream(r.l, b, lk); err != nil {
+			t.Fatal(err)
+		}
+	default:
 		rd, rk = r.stream("r", b)
 	}
 
@@ -267,6 +277,9 @@ func streamRandomChunks(t *testing.T, pair func(*testing.T) (int, int), buffered
 	if pauses == 0 {
 		t.Errorf("the writer was never paused: the test did not exercise back-pressure")
 	}
+	if lk != nil && lk.reads == 0 {
+		t.Errorf("no read went into lent memory: the test did not exercise lending")
+	}
 	for _, k := range []*sink{wk, rk} {
 		if diff := cmp.Diff([]string{"nil"}, errNames(k.lostErrs)); diff != "" {
 			t.Errorf("%s Lost (-want +got):\n%s", k.name, diff)
@@ -317,6 +330,37 @@ func (b *bufSink) BufferUpdated(n int) error {
 		return nil
 	}
 	return b.sink.Data(p)
+}
+
+// lendSink is a LendingStreamSink over a sink: reads the stream expects to
+// be large go into memory it lends, checked to be given back once each. It
+// must not have GetBuffer, or it would be taken for a BufferedStreamSink.
+type lendSink struct {
+	*sink
+	lent  []byte
+	reads int // reads made into lent memory
+}
+
+func (l *lendSink) LendBuffer(size int) ([]byte, error) {
+	l.r.locked("LendBuffer")
+	if l.lent != nil {
+		l.r.t.Errorf("LendBuffer before the last buffer was given back")
+	}
+	l.reads++
+	l.lent = make([]byte, size)
+	return l.lent, nil
+}
+
+func (l *lendSink) LentData(n int) error {
+	if l.lent == nil {
+		l.r.t.Errorf("LentData(%d) without a buffer lent", n)
+	}
+	p := l.lent[:n]
+	l.lent = nil
+	if n == 0 {
+		return nil
+	}
+	return l.sink.Data(p)
 }
 
 // TestStreamBufferedEOF: in buffered mode the buffer is given back with 0
