@@ -76,6 +76,8 @@ int goloop_visit_objects(goloop_visitproc visit, void *arg, uintptr_t *objs, lon
  * with it (a nested call of GoloopTransportForceClose) -- the Go side then
  * finds the stream lost. */
 int goloop_stream_data(PyObject *t, const char *buf, long n);
+char *goloop_stream_lend(PyObject *t, long size);   /* NULL: use the loop's buffer */
+int goloop_stream_lent_data(PyObject *t, long n);
 int goloop_stream_eof(PyObject *t);   /* -1, or 1: keep open, 0: close */
 typedef struct {
     char *buf;   /* NULL when rc != 0 or the protocol failed */

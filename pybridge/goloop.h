@@ -21,6 +21,9 @@ typedef struct {
      * loop serves all its transports. */
     Py_buffer read_view;
     char has_read_view;
+    /* The bytes object a large read of a Protocol's stream goes into,
+     * from goloop_stream_lend to goloop_stream_lent_data (stream.c). */
+    PyObject *read_bytes;
 } LoopObject;
 
 /* goloop's Handle and TimerHandle subclass asyncio.Handle and

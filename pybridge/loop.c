@@ -603,6 +603,7 @@ loop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->task_factory = NULL;
     memset(&self->intake, 0, sizeof(self->intake));
     self->has_read_view = 0;
+    self->read_bytes = NULL;
     self->id = GoloopNew(&self->intake);
     if (self->id < 0) {
         Py_DECREF(self);
@@ -618,6 +619,7 @@ loop_traverse(LoopObject *self, visitproc visit, void *arg)
     Py_VISIT(self->task_factory);
     if (self->has_read_view)
         Py_VISIT(self->read_view.obj);
+    Py_VISIT(self->read_bytes);
     /* The handles queued here and in Go are references this loop owns. */
     goloop_intake *in = &self->intake;
     int r = goloop_visit((PyObject *)self, (goloop_visitproc)visit, arg,
@@ -661,6 +663,7 @@ loop_dealloc(LoopObject *self)
     PyMem_Free(self->intake.whens);
     if (self->has_read_view)
         PyBuffer_Release(&self->read_view);
+    Py_XDECREF(self->read_bytes);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

@@ -27,10 +27,10 @@ static PyObject *str_data_received, *str_eof_received, *str_get_buffer, *str_buf
 
 /* --- called by the Go sink (bridge.h) --------------------------------- */
 
+/* protocol.data_received(data), stealing data; NULL: making it failed. */
 static int
-stream_data(TransportObject *t, const char *buf, long n)
+stream_data(TransportObject *t, PyObject *data)
 {
-    PyObject *data = PyBytes_FromStringAndSize(buf, n);
     if (data == NULL)
         return goloop_transport_fatal(t, "Fatal read error on socket transport");
     PyObject *args[2] = {Py_NewRef(t->protocol), data};
@@ -53,7 +53,52 @@ goloop_stream_data(PyObject *o, const char *buf, long n)
     goloop_scope s;
     if (goloop_scope_enter(t, &s, GOLOOP_READ_CTX(t)) < 0)
         return goloop_transport_fatal(t, "Fatal read error on socket transport");
-    return goloop_scope_leave(t, &s, stream_data(t, buf, n), "_read_ready", NULL);
+    return goloop_scope_leave(t, &s, stream_data(t, PyBytes_FromStringAndSize(buf, n)),
+                              "_read_ready", NULL);
+}
+
+/* A read the core expects to be large (core.LendingStreamSink) goes
+ * straight into a new bytes object of size bytes, which data_received then
+ * gets cut to what was read: the data is never copied in user space, where
+ * goloop_stream_data copies it out of the loop's read buffer. NULL, with no
+ * exception set, leaves this read to that buffer (out of memory for size
+ * bytes, the smaller copy may still fit). */
+char *
+goloop_stream_lend(PyObject *o, long size)
+{
+    LoopObject *loop = T(o)->loop;
+    if (T(o)->protocol == NULL || loop == NULL || loop->read_bytes != NULL)
+        return NULL;
+    PyObject *data = PyBytes_FromStringAndSize(NULL, size);
+    if (data == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    loop->read_bytes = data;
+    return PyBytes_AS_STRING(data);
+}
+
+/* The n bytes read into goloop_stream_lend's object, delivered; with n 0
+ * the object is only dropped. As with a BufferedProtocol's view, nothing
+ * runs between the two calls, so t->loop is the loop that lent it. */
+int
+goloop_stream_lent_data(PyObject *o, long n)
+{
+    TransportObject *t = T(o);
+    PyObject *data = t->loop->read_bytes;
+    t->loop->read_bytes = NULL;
+    if (n == 0 || t->protocol == NULL) {
+        Py_DECREF(data);
+        return 0;
+    }
+    goloop_scope s;
+    if (goloop_scope_enter(t, &s, GOLOOP_READ_CTX(t)) < 0) {
+        Py_DECREF(data);
+        return goloop_transport_fatal(t, "Fatal read error on socket transport");
+    }
+    if (_PyBytes_Resize(&data, n) < 0)   /* frees data and sets it NULL */
+        data = NULL;
+    return goloop_scope_leave(t, &s, stream_data(t, data), "_read_ready", NULL);
 }
 
 static int

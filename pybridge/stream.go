@@ -31,6 +31,7 @@ type drainWait struct {
 
 var _ core.StreamSink = (*pyTransport)(nil)
 var _ core.BufferedStreamSink = bufferedSink{}
+var _ core.LendingStreamSink = (*pyTransport)(nil)
 
 // bufferedSink is the sink of a stream whose protocol is an
 // asyncio.BufferedProtocol: reads go straight into get_buffer()'s memory.
@@ -291,6 +292,20 @@ func GoloopStreamReclaimFD(id C.int) (rc C.int) {
 
 func (p *pyTransport) Data(b []byte) error {
 	return p.returned(C.goloop_stream_data(p.self, (*C.char)(unsafe.Pointer(&b[0])), C.long(len(b))))
+}
+
+// LendBuffer and LentData make a plain Protocol's stream a
+// core.LendingStreamSink: a large read goes into a bytes object.
+func (p *pyTransport) LendBuffer(size int) ([]byte, error) {
+	buf := C.goloop_stream_lend(p.self, C.long(size))
+	if buf == nil {
+		return nil, nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(buf)), size), nil
+}
+
+func (p *pyTransport) LentData(n int) error {
+	return p.returned(C.goloop_stream_lent_data(p.self, C.long(n)))
 }
 
 func (p *pyTransport) EOF() (bool, error) {

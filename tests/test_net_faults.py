@@ -382,25 +382,21 @@ def long_stream_size():
     return GIB if setting == "1" else LONG_STREAM_DEFAULT
 
 
-class HashingReader(asyncio.BufferedProtocol):
-    """Hashes what it receives into its own buffer; every so often pauses
-    reading for a millisecond."""
+class Hashing:
+    """What the long stream's readers share: hashes what is received; every
+    so often pauses reading for a millisecond."""
 
     def __init__(self, rng, done):
         self.rng, self.done = rng, done
-        self.buffer = memoryview(bytearray(256 * 1024))
         self.hash = hashlib.blake2b()
         self.count = self.pauses = 0
 
     def connection_made(self, transport):
         self.transport = transport
 
-    def get_buffer(self, sizehint):
-        return self.buffer
-
-    def buffer_updated(self, nbytes):
-        self.hash.update(self.buffer[:nbytes])
-        self.count += nbytes
+    def received(self, data):
+        self.hash.update(data)
+        self.count += len(data)
         if self.rng.random() < 1 / 64:
             self.pauses += 1
             self.transport.pause_reading()
@@ -413,6 +409,29 @@ class HashingReader(asyncio.BufferedProtocol):
     def connection_lost(self, exc):
         if exc is not None and not self.done.done():
             self.done.set_exception(exc)
+
+
+class HashingReader(Hashing, asyncio.BufferedProtocol):
+    """Receives into its own buffer."""
+
+    def __init__(self, rng, done):
+        super().__init__(rng, done)
+        self.buffer = memoryview(bytearray(256 * 1024))
+
+    def get_buffer(self, sizehint):
+        return self.buffer
+
+    def buffer_updated(self, nbytes):
+        self.received(self.buffer[:nbytes])
+
+
+class HashingDataReader(Hashing, asyncio.Protocol):
+    """Receives a new bytes object per read (on goloop, a read after a large
+    one is made straight into it)."""
+
+    def data_received(self, data):
+        assert type(data) is bytes
+        self.received(data)
 
 
 class Writer(asyncio.Protocol):
@@ -431,14 +450,15 @@ class Writer(asyncio.Protocol):
 
 
 @pytest.mark.slow
-def test_long_stream_random_chunks_with_hash(loop):
+@pytest.mark.parametrize("reader", [HashingReader, HashingDataReader])
+def test_long_stream_random_chunks_with_hash(loop, reader):
     total = long_stream_size()
     rng = random.Random(1234)
 
     async def main():
         done = loop.create_future()
         server = await loop.create_server(
-            lambda: HashingReader(random.Random(99), done), "127.0.0.1", 0)
+            lambda: reader(random.Random(99), done), "127.0.0.1", 0)
         transport, writer = await wait(loop.create_connection(
             Writer, *server.sockets[0].getsockname()))
         block = memoryview(os.urandom(4 * 2**20))
