@@ -262,7 +262,7 @@ func (s *Stream) read() error {
 				return err
 			}
 			if buf != nil {
-				return s.readLent(ls, buf)
+				return s.readLent(buf, ls.LentData)
 			}
 		}
 	}
@@ -276,25 +276,6 @@ func (s *Stream) read() error {
 	}
 	s.large = n >= largeRead
 	return s.sink.Data(buf[:n])
-}
-
-// readLent is read into the sink's memory.
-func (s *Stream) readLent(ls LendingStreamSink, buf []byte) error {
-	n, rerr := read(s.fd, buf)
-	if rerr != nil {
-		n = 0
-	}
-	s.large = n >= largeRead
-	if err := ls.LentData(n); err != nil {
-		return err
-	}
-	switch {
-	case rerr != nil:
-		return s.readFailed(rerr)
-	case n == 0:
-		return s.eofReceived()
-	}
-	return nil
 }
 
 // readIntoSink is _read_ready__get_buffer.
@@ -313,11 +294,19 @@ func (s *Stream) readIntoSink() error {
 	if s.lost { // the sink failed the stream, yet lent a buffer
 		return bs.BufferUpdated(0)
 	}
+	return s.readLent(buf, bs.BufferUpdated)
+}
+
+// readLent reads into memory the sink lent and gives it back through
+// done with the count: 0 when nothing was read, the error or EOF then
+// following, as asyncio calls buffer_updated only with data.
+func (s *Stream) readLent(buf []byte, done func(n int) error) error {
 	n, rerr := read(s.fd, buf)
 	if rerr != nil {
 		n = 0
 	}
-	if err := bs.BufferUpdated(n); err != nil {
+	s.large = n >= largeRead
+	if err := done(n); err != nil {
 		return err
 	}
 	switch {
