@@ -121,12 +121,7 @@ func TestListenerBacklogPerReadiness(t *testing.T) {
 // queued; Start takes them; Close unregisters the fd for good.
 func TestListenerStopStartClose(t *testing.T) {
 	r := newLoop(t)
-	lfd, addr := tcpListener(t, 16)
-	k := &lsink{r: r}
-	ln, err := core.NewListener(r.l, lfd, 100, k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln, k, lfd, addr := newListener(t, r)
 	if ln.Serving() {
 		t.Errorf("serving before Start")
 	}
@@ -166,12 +161,7 @@ func TestListenerStopStartClose(t *testing.T) {
 // again after the retry delay.
 func TestListenerEMFILE(t *testing.T) {
 	r := newLoop(t)
-	lfd, addr := tcpListener(t, 16)
-	k := &lsink{r: r}
-	ln, err := core.NewListener(r.l, lfd, 100, k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln, k, _, addr := newListener(t, r)
 	const delay = 0.05
 	ln.SetRetryDelay(delay)
 	for range 3 {
@@ -209,7 +199,7 @@ func TestListenerEMFILE(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.deadline(5)
-	err = r.run()
+	err := r.run()
 	restore()
 	if err != nil {
 		t.Fatal(err)
@@ -268,12 +258,7 @@ func lowerFDLimit(t *testing.T, room int) (restore func()) {
 // serving the connection runs.
 func TestListenerRoundErrorFirst(t *testing.T) {
 	r := newLoop(t)
-	lfd, addr := tcpListener(t, 16)
-	k := &lsink{r: r}
-	ln, err := core.NewListener(r.l, lfd, 100, k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln, k, _, addr := newListener(t, r)
 	ln.SetRetryDelay(0.01)
 	for range 2 {
 		connected(t, addr)
@@ -308,12 +293,7 @@ func TestListenerRoundErrorFirst(t *testing.T) {
 // accepted still run; the fd is unregistered at once.
 func TestListenerCloseMidRound(t *testing.T) {
 	r := newLoop(t)
-	lfd, addr := tcpListener(t, 16)
-	k := &lsink{r: r}
-	ln, err := core.NewListener(r.l, lfd, 100, k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln, k, lfd, addr := newListener(t, r)
 	for range 3 {
 		connected(t, addr)
 	}
@@ -415,4 +395,17 @@ func TestListenerRawUnixAddresses(t *testing.T) {
 		t.Errorf("raw addresses (-want +got):\n%s", diff)
 	}
 	r.takeLog()
+}
+
+// newListener makes a listener on a fresh loopback socket (kernel backlog
+// 16), accepting up to 100 a round into an lsink.
+func newListener(t *testing.T, r *recorder) (*core.Listener, *lsink, int, *unix.SockaddrInet4) {
+	t.Helper()
+	lfd, addr := tcpListener(t, 16)
+	k := &lsink{r: r}
+	ln, err := core.NewListener(r.l, lfd, 100, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln, k, lfd, addr
 }
