@@ -256,9 +256,7 @@ func GoloopTransportStart(id C.int) (rc C.int) {
 	if t == nil {
 		return 0
 	}
-	err := t.Start()
-	p.sync()
-	return status(err)
+	return status(t.Start())
 }
 
 // GoloopTransportQueued returns 1 if anything waits to be sent, else 0:
