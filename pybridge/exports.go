@@ -100,26 +100,14 @@ func event(write C.int) core.Events {
 	return core.Read
 }
 
-// watch registers h as fd's reader (write 0) or writer.
-func (l *pyLoop) watch(fd, write C.int, h *C.PyObject) error {
-	if write != 0 {
-		return l.core.AddWriter(int(fd), h)
-	}
-	return l.core.AddReader(int(fd), h)
-}
-
-// unwatch removes fd's reader (write 0) or writer; had says if it had one.
-func (l *pyLoop) unwatch(fd, write C.int) (had bool, err error) {
-	if write != 0 {
-		return l.core.RemoveWriter(int(fd))
-	}
-	return l.core.RemoveReader(int(fd))
-}
-
 //export GoloopWatch
 func GoloopWatch(id C.int, fd C.int, write C.int, h *C.PyObject) (rc C.int) {
 	defer guard(&rc, nil)
-	return status(loopOf(id).watch(fd, write, h))
+	l := loopOf(id).core
+	if write != 0 {
+		return status(l.AddWriter(int(fd), h))
+	}
+	return status(l.AddReader(int(fd), h))
 }
 
 // GoloopUnwatch returns 1 if a watcher was removed, 0 if there was none.
@@ -127,7 +115,14 @@ func GoloopWatch(id C.int, fd C.int, write C.int, h *C.PyObject) (rc C.int) {
 //export GoloopUnwatch
 func GoloopUnwatch(id C.int, fd C.int, write C.int) (rc C.int) {
 	defer guard(&rc, nil)
-	had, err := loopOf(id).unwatch(fd, write)
+	l := loopOf(id).core
+	var had bool
+	var err error
+	if write != 0 {
+		had, err = l.RemoveWriter(int(fd))
+	} else {
+		had, err = l.RemoveReader(int(fd))
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -146,12 +141,18 @@ func GoloopUnwatch(id C.int, fd C.int, write C.int) (rc C.int) {
 //export GoloopWatchReplacing
 func GoloopWatchReplacing(id C.int, fd C.int, write C.int, h *C.PyObject, old **C.PyObject) (rc C.int) {
 	defer guard(&rc, nil)
-	l := loopOf(id)
-	prev, had := l.core.Watcher(int(fd), event(write))
+	l := loopOf(id).core
+	prev, had := l.Watcher(int(fd), event(write))
 	if had {
 		C.goloop_incref(prev) // AddReader/AddWriter release the loop's reference
 	}
-	if err := l.watch(fd, write, h); err != nil {
+	var err error
+	if write != 0 {
+		err = l.AddWriter(int(fd), h)
+	} else {
+		err = l.AddReader(int(fd), h)
+	}
+	if err != nil {
 		if had {
 			C.goloop_decref(prev)
 		}
@@ -168,11 +169,17 @@ func GoloopWatchReplacing(id C.int, fd C.int, write C.int, h *C.PyObject, old **
 //export GoloopUnwatchIf
 func GoloopUnwatchIf(id C.int, fd C.int, write C.int, h *C.PyObject) (rc C.int) {
 	defer guard(&rc, nil)
-	l := loopOf(id)
-	if cur, ok := l.core.Watcher(int(fd), event(write)); !ok || cur != h {
+	l := loopOf(id).core
+	if cur, ok := l.Watcher(int(fd), event(write)); !ok || cur != h {
 		return 0
 	}
-	if _, err := l.unwatch(fd, write); err != nil {
+	var err error
+	if write != 0 {
+		_, err = l.RemoveWriter(int(fd))
+	} else {
+		_, err = l.RemoveReader(int(fd))
+	}
+	if err != nil {
 		return fail(err)
 	}
 	return 1
