@@ -558,13 +558,9 @@ new_datagram_transport(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 set_datagram_helpers(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_set_datagram_helpers() takes 2 arguments");
-        return NULL;
-    }
-    Py_XSETREF(dh.callback_failed, Py_NewRef(args[0]));
-    Py_XSETREF(dh.sendto_slow, Py_NewRef(args[1]));
-    Py_RETURN_NONE;
+    PyObject **slots[] = {&dh.callback_failed, &dh.sendto_slow};
+    return goloop_set_helpers("_set_datagram_helpers", slots, Py_ARRAY_LENGTH(slots), args,
+                              nargs);
 }
 
 static PyMethodDef datagram_functions[] = {

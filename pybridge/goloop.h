@@ -92,6 +92,18 @@ extern PyObject *goloop_str_context;        /* "context" */
 extern PyObject *goloop_str_create_task_slow;
 /* *s = the interned string v: 0, or -1 with an exception (module init). */
 int goloop_intern(PyObject **s, const char *v);
+/* The body of a _set_*_helpers(*args) function, which goloop/_loop.py
+ * calls once: each of the n arguments into its slot, as a new reference. */
+PyObject *goloop_set_helpers(const char *name, PyObject **slots[], Py_ssize_t n,
+                             PyObject *const *args, Py_ssize_t nargs);
+/* The exception set is one asyncio lets escape from its callbacks and
+ * transports instead of handling it: KeyboardInterrupt or SystemExit. */
+static inline int
+goloop_stop_exception(void)
+{
+    return PyErr_ExceptionMatches(PyExc_SystemExit) ||
+           PyErr_ExceptionMatches(PyExc_KeyboardInterrupt);
+}
 
 /* Handles the loop alone holds are not tracked by the cyclic GC: a burst of
  * queued callbacks would otherwise be scanned by every young collection,
@@ -207,9 +219,6 @@ typedef struct {
 } TransportHelpers;
 extern TransportHelpers goloop_transport_helpers;
 
-/* The exception set is one asyncio's transports re-raise instead of
- * handling: KeyboardInterrupt or SystemExit. */
-int goloop_stop_exception(void);
 /* A protocol call raised (exception set): asyncio's except branches. With
  * KeyboardInterrupt or SystemExit returns -1, the exception still set. Else
  * the exception is reported as _fatal_error does and the transport is

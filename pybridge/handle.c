@@ -178,8 +178,7 @@ handle_run_unlocked(HandleObject *h)
     return 0;
 
 failed:
-    if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
-        PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+    if (goloop_stop_exception())
         return -1;
     PyObject *exc = goloop_fetch_exception();
     PyObject *r = PyObject_CallFunctionObjArgs(goloop_helpers.callback_failed,
@@ -187,8 +186,7 @@ failed:
     Py_DECREF(exc);
     if (r == NULL) {
         /* call_exception_handler lets only these two escape */
-        if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
-            PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+        if (goloop_stop_exception())
             return -1;
         PyErr_WriteUnraisable((PyObject *)h);
         return 0;

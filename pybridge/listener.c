@@ -27,13 +27,6 @@ static struct {
 static PyObject *str_getpeername, *str_attach, *str_connection_made, *str_start, *str_close,
     *str_fileno;
 
-static int
-stop_exception(void)
-{
-    return PyErr_ExceptionMatches(PyExc_SystemExit) ||
-           PyErr_ExceptionMatches(PyExc_KeyboardInterrupt);
-}
-
 /* Reports an accept() failure (asyncio's _accept_connection); steals exc.
  * args are _accept_connection's arguments. */
 static int
@@ -45,7 +38,7 @@ accept_error(PyObject *loop, PyObject *args, PyObject *exc)
         Py_DECREF(r);
         return 0;
     }
-    if (stop_exception())
+    if (goloop_stop_exception())
         return -1;
     PyErr_WriteUnraisable(lh.accept_error);
     return 0;
@@ -211,7 +204,7 @@ serve_connection(LoopObject *loop, goloop_listener *l, PyObject *server, PyObjec
     Py_DECREF(protocol);
     return 0;
 fail:;
-    int stop = stop_exception();
+    int stop = goloop_stop_exception();
     PyObject *exc = goloop_fetch_exception();
     /* asyncio leaves the socket to the garbage collector (and its
      * ResourceWarning); it is closed here and now. */
@@ -230,7 +223,7 @@ fail:;
             PyObject *r = PyObject_CallFunctionObjArgs(lh.accept_failed, (PyObject *)loop, exc,
                                                        protocol ? protocol : Py_None, NULL);
             if (r == NULL) {
-                if (stop_exception())
+                if (goloop_stop_exception())
                     rc = -1;
                 else
                     PyErr_WriteUnraisable(lh.accept_failed);
@@ -256,7 +249,8 @@ goloop_accepted(PyObject *loopobj, goloop_listener *l, int fd, const char *sa, l
     if (conn == NULL) {
         close(fd);
         /* as a failure of socket.accept() itself */
-        rc = stop_exception() ? -1 : accept_error(loopobj, l->args, goloop_fetch_exception());
+        rc = goloop_stop_exception() ? -1
+                                     : accept_error(loopobj, l->args, goloop_fetch_exception());
         goto done;
     }
     addr = peer_address(sa, salen, conn);
@@ -284,7 +278,7 @@ goloop_accepted(PyObject *loopobj, goloop_listener *l, int fd, const char *sa, l
 error:;
     /* the socket is made, so this failed in _accept_connection: reported
      * as asyncio's loop reports an exception from a reader callback */
-    int stop = stop_exception();
+    int stop = goloop_stop_exception();
     PyObject *failure = goloop_fetch_exception();
     if (close_conn(conn) < 0)
         PyErr_WriteUnraisable(conn);
@@ -470,16 +464,10 @@ unserve(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 set_listener_helpers(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "_set_listener_helpers() takes 5 arguments");
-        return NULL;
-    }
-    Py_XSETREF(lh.socket_type, Py_NewRef(args[0]));
-    Py_XSETREF(lh.accept_failed, Py_NewRef(args[1]));
-    Py_XSETREF(lh.accept_error, Py_NewRef(args[2]));
-    Py_XSETREF(lh.accept_slow, Py_NewRef(args[3]));
-    Py_XSETREF(lh.logger, Py_NewRef(args[4]));
-    Py_RETURN_NONE;
+    PyObject **slots[] = {&lh.socket_type, &lh.accept_failed, &lh.accept_error,
+                          &lh.accept_slow, &lh.logger};
+    return goloop_set_helpers("_set_listener_helpers", slots, Py_ARRAY_LENGTH(slots), args,
+                              nargs);
 }
 
 static PyMethodDef listener_functions[] = {
@@ -490,19 +478,14 @@ static PyMethodDef listener_functions[] = {
     {NULL}
 };
 
-static int
-intern(PyObject **s, const char *v)
-{
-    *s = PyUnicode_InternFromString(v);
-    return *s == NULL ? -1 : 0;
-}
-
 int
 goloop_init_listener(PyObject *module)
 {
-    if (intern(&str_getpeername, "getpeername") < 0 || intern(&str_attach, "_attach") < 0 ||
-        intern(&str_connection_made, "connection_made") < 0 || intern(&str_start, "_start") < 0 ||
-        intern(&str_close, "close") < 0 || intern(&str_fileno, "fileno") < 0)
+    if (goloop_intern(&str_getpeername, "getpeername") < 0 ||
+        goloop_intern(&str_attach, "_attach") < 0 ||
+        goloop_intern(&str_connection_made, "connection_made") < 0 ||
+        goloop_intern(&str_start, "_start") < 0 || goloop_intern(&str_close, "close") < 0 ||
+        goloop_intern(&str_fileno, "fileno") < 0)
         return -1;
     return PyModule_AddFunctions(module, listener_functions);
 }

@@ -106,16 +106,22 @@ after_fork_in_child(PyObject *m, PyObject *Py_UNUSED(ignored))
 static PyObject *
 set_helpers(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "_set_helpers() takes 6 arguments");
+    Helpers *h = &goloop_helpers;
+    PyObject **slots[] = {&h->callback_failed, &h->log_slow, &h->extract_stack, &h->futures,
+                          &h->tasks, &h->fileobj_to_fd};
+    return goloop_set_helpers("_set_helpers", slots, Py_ARRAY_LENGTH(slots), args, nargs);
+}
+
+PyObject *
+goloop_set_helpers(const char *name, PyObject **slots[], Py_ssize_t n, PyObject *const *args,
+                   Py_ssize_t nargs)
+{
+    if (nargs != n) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments", name, n);
         return NULL;
     }
-    Py_XSETREF(goloop_helpers.callback_failed, Py_NewRef(args[0]));
-    Py_XSETREF(goloop_helpers.log_slow, Py_NewRef(args[1]));
-    Py_XSETREF(goloop_helpers.extract_stack, Py_NewRef(args[2]));
-    Py_XSETREF(goloop_helpers.futures, Py_NewRef(args[3]));
-    Py_XSETREF(goloop_helpers.tasks, Py_NewRef(args[4]));
-    Py_XSETREF(goloop_helpers.fileobj_to_fd, Py_NewRef(args[5]));
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_XSETREF(*slots[i], Py_NewRef(args[i]));
     Py_RETURN_NONE;
 }
 

@@ -577,8 +577,7 @@ goloop_sockop_run(PyObject *obj)
         Py_DECREF(res);
     }
     else {
-        if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
-            PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+        if (goloop_stop_exception())
             return -1;
         PyObject *exc = goloop_fetch_exception();
         r = PyObject_CallMethodOneArg(op->fut, str_set_exception, exc);
@@ -594,8 +593,7 @@ goloop_sockop_run(PyObject *obj)
     return 0;
 
 failed:
-    if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
-        PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+    if (goloop_stop_exception())
         return -1;
     PyErr_WriteUnraisable(obj);
     return 0;
@@ -712,13 +710,6 @@ static PyType_Spec sockop_spec = {
     .slots = sockop_slots,
 };
 
-static int
-intern(PyObject **s, const char *v)
-{
-    *s = PyUnicode_InternFromString(v);
-    return *s == NULL ? -1 : 0;
-}
-
 /* SocketHead must describe this Python's sockets: check a real one, blocking
  * and not. */
 static int
@@ -754,12 +745,17 @@ check_socket_layout(void)
 int
 goloop_init_sock(PyObject *module)
 {
-    if (intern(&str_done, "done") < 0 || intern(&str_set_result, "set_result") < 0 ||
-        intern(&str_set_exception, "set_exception") < 0 || intern(&str_accept, "accept") < 0 ||
-        intern(&str_setblocking, "setblocking") < 0 || intern(&str_recvfrom, "recvfrom") < 0 ||
-        intern(&str_recvfrom_into, "recvfrom_into") < 0 || intern(&str_sendto, "sendto") < 0 ||
-        intern(&str_transports, "_transports") < 0 || intern(&str_data, "data") < 0 ||
-        intern(&str_ensure_fd_no_transport, "_ensure_fd_no_transport") < 0)
+    if (goloop_intern(&str_done, "done") < 0 ||
+        goloop_intern(&str_set_result, "set_result") < 0 ||
+        goloop_intern(&str_set_exception, "set_exception") < 0 ||
+        goloop_intern(&str_accept, "accept") < 0 ||
+        goloop_intern(&str_setblocking, "setblocking") < 0 ||
+        goloop_intern(&str_recvfrom, "recvfrom") < 0 ||
+        goloop_intern(&str_recvfrom_into, "recvfrom_into") < 0 ||
+        goloop_intern(&str_sendto, "sendto") < 0 ||
+        goloop_intern(&str_transports, "_transports") < 0 ||
+        goloop_intern(&str_data, "data") < 0 ||
+        goloop_intern(&str_ensure_fd_no_transport, "_ensure_fd_no_transport") < 0)
         return -1;
     PyObject *socket = PyImport_ImportModule("socket");
     if (socket == NULL)

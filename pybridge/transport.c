@@ -21,13 +21,6 @@ static PyObject *str_connection_lost, *str_pause_writing, *str_resume_writing, *
 
 #define T(o) ((TransportObject *)(o))
 
-int
-goloop_stop_exception(void)
-{
-    return PyErr_ExceptionMatches(PyExc_SystemExit) ||
-           PyErr_ExceptionMatches(PyExc_KeyboardInterrupt);
-}
-
 /* --- contexts and callback scopes --------------------------------------- */
 
 int
@@ -966,17 +959,10 @@ goloop_transport_type(PyObject *module, PyType_Spec *spec, const char *const *ba
 static PyObject *
 set_transport_helpers(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "_set_transport_helpers() takes 6 arguments");
-        return NULL;
-    }
-    Py_XSETREF(th.buffered_protocol, Py_NewRef(args[0]));
-    Py_XSETREF(th.fatal_error, Py_NewRef(args[1]));
-    Py_XSETREF(th.callback_failed, Py_NewRef(args[2]));
-    Py_XSETREF(th.lost_failed, Py_NewRef(args[3]));
-    Py_XSETREF(th.logger, Py_NewRef(args[4]));
-    Py_XSETREF(th.transport_socket, Py_NewRef(args[5]));
-    Py_RETURN_NONE;
+    PyObject **slots[] = {&th.buffered_protocol, &th.fatal_error, &th.callback_failed,
+                          &th.lost_failed, &th.logger, &th.transport_socket};
+    return goloop_set_helpers("_set_transport_helpers", slots, Py_ARRAY_LENGTH(slots), args,
+                              nargs);
 }
 
 static PyMethodDef transport_functions[] = {
