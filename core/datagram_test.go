@@ -149,13 +149,7 @@ func TestDatagramConnRefused(t *testing.T) {
 	if err := d.SendTo([]byte("anyone?"), nil); err != nil {
 		t.Fatal(err)
 	}
-	r.deadline(5)
-	if err := r.run(); err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff([]string{"d:error:ECONNREFUSED"}, withoutPolls(r.takeLog())); diff != "" {
-		t.Errorf("log (-want +got):\n%s", diff)
-	}
+	r.runExpecting("d:error:ECONNREFUSED")
 	if d.IsClosing() {
 		t.Errorf("an ICMP error closed the transport")
 	}
@@ -379,14 +373,7 @@ func TestDatagramSendsUntilLost(t *testing.T) {
 				return nil
 			}
 			b.Start()
-			r.deadline(5)
-			if err := r.run(); err != nil {
-				t.Fatal(err)
-			}
-			want := []string{"a:error:EMSGSIZE", "a:lost:nil", "b:dgram:late", "run:stop"}
-			if diff := cmp.Diff(want, withoutPolls(r.takeLog())); diff != "" {
-				t.Errorf("log (-want +got):\n%s", diff)
-			}
+			r.runExpecting("a:error:EMSGSIZE", "a:lost:nil", "b:dgram:late", "run:stop")
 			if a.LostWrites() != 0 {
 				t.Errorf("LostWrites = %d, want 0", a.LostWrites())
 			}
@@ -489,11 +476,5 @@ func TestDatagramClosedBeforeItsTurn(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.soon(r.item("abort", func() error { return d.Abort() }))
-	r.deadline(5)
-	if err := r.run(); err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff([]string{"run:abort", "d:lost:nil"}, withoutPolls(r.takeLog())); diff != "" {
-		t.Errorf("log (-want +got):\n%s", diff)
-	}
+	r.runExpecting("run:abort", "d:lost:nil")
 }

@@ -105,14 +105,7 @@ func TestListenerBacklogPerReadiness(t *testing.T) {
 	if err := ln.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r.deadline(5)
-	if err := r.run(); err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"accepted", "accepted", "run:tick", "accepted", "accepted", "run:tick", "accepted", "run:tick"}
-	if diff := cmp.Diff(want, withoutPolls(r.takeLog())); diff != "" {
-		t.Errorf("log (-want +got):\n%s", diff)
-	}
+	r.runExpecting("accepted", "accepted", "run:tick", "accepted", "accepted", "run:tick", "accepted", "run:tick")
 	r.l.Clear() // the tick item
 	r.takeLog()
 }
@@ -136,13 +129,7 @@ func TestListenerStopStartClose(t *testing.T) {
 		r.at(core.Now()+0.02, r.item("stop", func() error { r.l.Stop(); return nil }))
 		return nil
 	}
-	r.deadline(5)
-	if err := r.run(); err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff([]string{"run:start", "accepted", "run:stop"}, withoutPolls(r.takeLog())); diff != "" {
-		t.Errorf("log (-want +got):\n%s", diff)
-	}
+	r.runExpecting("run:start", "accepted", "run:stop")
 	if err := ln.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -277,14 +264,7 @@ func TestListenerRoundErrorFirst(t *testing.T) {
 	if err := ln.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r.deadline(5)
-	if err := r.run(); err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"accept-error:EMFILE", "accepted", "accepted"}
-	if diff := cmp.Diff(want, withoutPolls(r.takeLog())); diff != "" {
-		t.Errorf("log (-want +got):\n%s", diff)
-	}
+	r.runExpecting("accept-error:EMFILE", "accepted", "accepted")
 }
 
 // TestListenerCloseMidRound: the sink closing the listener while it serves
@@ -312,14 +292,7 @@ func TestListenerCloseMidRound(t *testing.T) {
 	if err := ln.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r.deadline(5)
-	if err := r.run(); err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"accepted", "accepted", "accepted", "run:stop"}
-	if diff := cmp.Diff(want, withoutPolls(r.takeLog())); diff != "" {
-		t.Errorf("log (-want +got):\n%s", diff)
-	}
+	r.runExpecting("accepted", "accepted", "accepted", "run:stop")
 }
 
 // rawSink keeps a copy of each raw peer address.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
 	"goloop/core"
@@ -149,6 +150,19 @@ func (r *recorder) deadline(secs float64) {
 		r.l.Stop()
 		return nil
 	}))
+}
+
+// runExpecting drives the loop, under a deadline of 5 s, until a callback
+// or sink stops it, and checks its log, the polls left out, against want.
+func (r *recorder) runExpecting(want ...string) {
+	r.t.Helper()
+	r.deadline(5)
+	if err := r.run(); err != nil {
+		r.t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, withoutPolls(r.takeLog())); diff != "" {
+		r.t.Errorf("log (-want +got):\n%s", diff)
+	}
 }
 
 // errName renders an error for a log: "nil", an errno's name, or the text.

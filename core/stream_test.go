@@ -377,14 +377,7 @@ func TestStreamBufferedEOF(t *testing.T) {
 	write(t, b, "hello")
 	unix.Shutdown(b, unix.SHUT_WR)
 	s.Start()
-	r.deadline(5)
-	if err := r.run(); err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"s:data:4", "s:data:1", "s:updated:0", "s:eof", "s:lost:nil"}
-	if diff := cmp.Diff(want, withoutPolls(r.takeLog())); diff != "" {
-		t.Errorf("log (-want +got):\n%s", diff)
-	}
+	r.runExpecting("s:data:4", "s:data:1", "s:updated:0", "s:eof", "s:lost:nil")
 	if string(bk.got) != "hello" {
 		t.Errorf("read %q", bk.got)
 	}
@@ -413,14 +406,7 @@ func TestStreamHalfClose(t *testing.T) {
 	write(t, b, "hi")
 	unix.Shutdown(b, unix.SHUT_WR)
 	s.Start()
-	r.deadline(5)
-	if err := r.run(); err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"s:data:2", "s:eof", "run:reply", "s:lost:nil"}
-	if diff := cmp.Diff(want, withoutPolls(r.takeLog())); diff != "" {
-		t.Errorf("log (-want +got):\n%s", diff)
-	}
+	r.runExpecting("s:data:2", "s:eof", "run:reply", "s:lost:nil")
 	if got, eof := readAll(t, b); string(got) != "bye" || !eof {
 		t.Errorf("peer read %q, eof %v; want %q, true", got, eof, "bye")
 	}
@@ -434,13 +420,7 @@ func TestStreamEOFCloses(t *testing.T) {
 	k.lost = func(error) error { r.l.Stop(); return nil }
 	unix.Shutdown(b, unix.SHUT_WR)
 	s.Start()
-	r.deadline(5)
-	if err := r.run(); err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff([]string{"s:eof", "s:lost:nil"}, withoutPolls(r.takeLog())); diff != "" {
-		t.Errorf("log (-want +got):\n%s", diff)
-	}
+	r.runExpecting("s:eof", "s:lost:nil")
 	if !s.IsClosing() || s.IsReading() {
 		t.Errorf("IsClosing %v IsReading %v, want true false", s.IsClosing(), s.IsReading())
 	}
@@ -568,14 +548,7 @@ func TestStreamAbortDrops(t *testing.T) {
 	r.soon(r.item("after", nil))
 	k.shutOnLost = true
 	k.lost = func(error) error { r.l.Stop(); return nil }
-	r.deadline(5)
-	if err := r.run(); err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"s:pause", "run:abort", "run:after", "s:lost:nil"}
-	if diff := cmp.Diff(want, withoutPolls(r.takeLog())); diff != "" {
-		t.Errorf("log (-want +got):\n%s", diff)
-	}
+	r.runExpecting("s:pause", "run:abort", "run:after", "s:lost:nil")
 	if s.LostWrites() != 1 {
 		t.Errorf("LostWrites = %d, want 1", s.LostWrites())
 	}
@@ -602,13 +575,7 @@ func TestStreamEPIPE(t *testing.T) {
 			t.Errorf("Write %d: %v", i, err)
 		}
 	}
-	r.deadline(5)
-	if err := r.run(); err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff([]string{"s:lost:EPIPE"}, withoutPolls(r.takeLog())); diff != "" {
-		t.Errorf("log (-want +got):\n%s", diff)
-	}
+	r.runExpecting("s:lost:EPIPE")
 	if s.LostWrites() != 2 {
 		t.Errorf("LostWrites = %d, want 2", s.LostWrites())
 	}
@@ -631,14 +598,7 @@ func TestStreamResetMidWrite(t *testing.T) {
 		r.soon(r.item("stop", func() error { r.l.Stop(); return nil }))
 		return nil
 	}
-	r.deadline(5)
-	if err := r.run(); err != nil {
-		t.Fatal(err)
-	}
-	log := withoutPolls(r.takeLog())
-	if diff := cmp.Diff([]string{"s:pause", "run:reset", "s:lost:ECONNRESET", "run:stop"}, log); diff != "" {
-		t.Errorf("log (-want +got):\n%s", diff)
-	}
+	r.runExpecting("s:pause", "run:reset", "s:lost:ECONNRESET", "run:stop")
 	if s.GetWriteBufferSize() != 0 {
 		t.Errorf("%d bytes still buffered", s.GetWriteBufferSize())
 	}
@@ -753,13 +713,7 @@ func TestStreamReadsBehindReadyCallbacks(t *testing.T) {
 		r.l.Stop()
 		return nil
 	}
-	r.deadline(5)
-	if err := r.run(); err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff([]string{"run:before", "s:data:early"}, withoutPolls(r.takeLog())); diff != "" {
-		t.Errorf("log (-want +got):\n%s", diff)
-	}
+	r.runExpecting("run:before", "s:data:early")
 }
 
 // TestStreamClosedBeforeItsTurn: a callback queued before the poll that
@@ -780,13 +734,7 @@ func TestStreamClosedBeforeItsTurn(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.soon(r.item("abort", func() error { return s.Abort() }))
-	r.deadline(5)
-	if err := r.run(); err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff([]string{"run:abort", "s:lost:nil"}, withoutPolls(r.takeLog())); diff != "" {
-		t.Errorf("log (-want +got):\n%s", diff)
-	}
+	r.runExpecting("run:abort", "s:lost:nil")
 	if got, _ := readAll(t, b); len(got) != 0 {
 		t.Errorf("the peer got %d bytes flushed after Abort", len(got))
 	}
@@ -816,13 +764,7 @@ func TestStreamPausedBeforeItsTurn(t *testing.T) {
 		r.l.Stop()
 		return nil
 	}
-	r.deadline(5)
-	if err := r.run(); err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff([]string{"run:toggle", "run:next", "s:data:early"}, withoutPolls(r.takeLog())); diff != "" {
-		t.Errorf("log (-want +got):\n%s", diff)
-	}
+	r.runExpecting("run:toggle", "run:next", "s:data:early")
 }
 
 // TestStreamUnregisteredBeforeItsTurn: a stream whose fd is unregistered
@@ -851,13 +793,7 @@ func TestStreamUnregisteredBeforeItsTurn(t *testing.T) {
 		r.soon(r.item("next", nil))
 		return s2.Start()
 	}))
-	r.deadline(5)
-	if err := r.run(); err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff([]string{"run:swap", "run:next", "new:data:early"}, withoutPolls(r.takeLog())); diff != "" {
-		t.Errorf("log (-want +got):\n%s", diff)
-	}
+	r.runExpecting("run:swap", "run:next", "new:data:early")
 }
 
 // TestStreamSinkErrors: an error from Data ends Run and leaves the stream
