@@ -696,6 +696,29 @@ func TestStreamPauseReading(t *testing.T) {
 	}
 }
 
+// startBehind starts s with "early" from its peer waiting to be read,
+// queues first ahead of the poll that reports it, and runs the loop,
+// expecting want: the tests of what the callbacks queued before a stream's
+// readiness do to it.
+func (r *recorder) startBehind(s *core.Stream, peer int, first *item, want ...string) {
+	r.t.Helper()
+	write(r.t, peer, "early")
+	if err := s.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.soon(first)
+	r.runExpecting(want...)
+}
+
+// stopAtData makes the sink log what Data gets, as text, and stop the loop.
+func (s *sink) stopAtData() {
+	s.data = func(p []byte) error {
+		s.logf("data:%s", p)
+		s.r.l.Stop()
+		return nil
+	}
+}
+
 // TestStreamReadsBehindReadyCallbacks: bytes waiting at the poll are read
 // in the ready phase, after the callbacks queued before the poll, as
 // asyncio queues the reader's handle behind them.
@@ -703,17 +726,8 @@ func TestStreamReadsBehindReadyCallbacks(t *testing.T) {
 	r := newLoop(t)
 	a, b := socketpair(t)
 	s, k := r.stream("s", a)
-	write(t, b, "early")
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r.soon(r.item("before", nil))
-	k.data = func(p []byte) error {
-		k.logf("data:%s", p)
-		r.l.Stop()
-		return nil
-	}
-	r.runExpecting("run:before", "s:data:early")
+	k.stopAtData()
+	r.startBehind(s, b, r.item("before", nil), "run:before", "s:data:early")
 }
 
 // TestStreamClosedBeforeItsTurn: a callback queued before the poll that
@@ -728,13 +742,8 @@ func TestStreamClosedBeforeItsTurn(t *testing.T) {
 		t.Fatal(err)
 	}
 	readAll(t, b) // so that a is writable at the poll
-	write(t, b, "late")
 	k.lost = func(error) error { r.l.Stop(); return nil }
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r.soon(r.item("abort", func() error { return s.Abort() }))
-	r.runExpecting("run:abort", "s:lost:nil")
+	r.startBehind(s, b, r.item("abort", s.Abort), "run:abort", "s:lost:nil")
 	if got, _ := readAll(t, b); len(got) != 0 {
 		t.Errorf("the peer got %d bytes flushed after Abort", len(got))
 	}
@@ -748,23 +757,14 @@ func TestStreamPausedBeforeItsTurn(t *testing.T) {
 	r := newLoop(t)
 	a, b := socketpair(t)
 	s, k := r.stream("s", a)
-	write(t, b, "early")
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r.soon(r.item("toggle", func() error {
+	k.stopAtData()
+	r.startBehind(s, b, r.item("toggle", func() error {
 		if err := s.PauseReading(); err != nil {
 			return err
 		}
 		r.soon(r.item("next", nil))
 		return s.ResumeReading()
-	}))
-	k.data = func(p []byte) error {
-		k.logf("data:%s", p)
-		r.l.Stop()
-		return nil
-	}
-	r.runExpecting("run:toggle", "run:next", "s:data:early")
+	}), "run:toggle", "run:next", "s:data:early")
 }
 
 // TestStreamUnregisteredBeforeItsTurn: a stream whose fd is unregistered
@@ -776,24 +776,15 @@ func TestStreamUnregisteredBeforeItsTurn(t *testing.T) {
 	r := newLoop(t)
 	a, b := socketpair(t)
 	s, _ := r.stream("old", a)
-	write(t, b, "early")
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r.soon(r.item("swap", func() error {
+	r.startBehind(s, b, r.item("swap", func() error {
 		if err := r.l.Unregister(a); err != nil {
 			return err
 		}
 		s2, k2 := r.stream("new", a)
-		k2.data = func(p []byte) error {
-			k2.logf("data:%s", p)
-			r.l.Stop()
-			return nil
-		}
+		k2.stopAtData()
 		r.soon(r.item("next", nil))
 		return s2.Start()
-	}))
-	r.runExpecting("run:swap", "run:next", "new:data:early")
+	}), "run:swap", "run:next", "new:data:early")
 }
 
 // TestStreamSinkErrors: an error from Data ends Run and leaves the stream
