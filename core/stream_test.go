@@ -710,6 +710,19 @@ func (r *recorder) startBehind(s *core.Stream, peer int, first *item, want ...st
 	r.runExpecting(want...)
 }
 
+// undoRedo makes an item that calls undo, queues "next" and calls redo: a
+// readiness reported before the undo must not outlive it, so the bytes
+// come after the next poll, behind "next".
+func (r *recorder) undoRedo(name string, undo, redo func() error) *item {
+	return r.item(name, func() error {
+		if err := undo(); err != nil {
+			return err
+		}
+		r.soon(r.item("next", nil))
+		return redo()
+	})
+}
+
 // stopAtData makes the sink log what Data gets, as text, and stop the loop.
 func (s *sink) stopAtData() {
 	s.data = func(p []byte) error {
@@ -758,13 +771,8 @@ func TestStreamPausedBeforeItsTurn(t *testing.T) {
 	a, b := socketpair(t)
 	s, k := r.stream("s", a)
 	k.stopAtData()
-	r.startBehind(s, b, r.item("toggle", func() error {
-		if err := s.PauseReading(); err != nil {
-			return err
-		}
-		r.soon(r.item("next", nil))
-		return s.ResumeReading()
-	}), "run:toggle", "run:next", "s:data:early")
+	r.startBehind(s, b, r.undoRedo("toggle", s.PauseReading, s.ResumeReading),
+		"run:toggle", "run:next", "s:data:early")
 }
 
 // TestStreamUnregisteredBeforeItsTurn: a stream whose fd is unregistered
@@ -776,15 +784,14 @@ func TestStreamUnregisteredBeforeItsTurn(t *testing.T) {
 	r := newLoop(t)
 	a, b := socketpair(t)
 	s, _ := r.stream("old", a)
-	r.startBehind(s, b, r.item("swap", func() error {
-		if err := r.l.Unregister(a); err != nil {
-			return err
-		}
+	unregister := func() error { return r.l.Unregister(a) }
+	replace := func() error {
 		s2, k2 := r.stream("new", a)
 		k2.stopAtData()
-		r.soon(r.item("next", nil))
 		return s2.Start()
-	}), "run:swap", "run:next", "new:data:early")
+	}
+	r.startBehind(s, b, r.undoRedo("swap", unregister, replace),
+		"run:swap", "run:next", "new:data:early")
 }
 
 // TestStreamSinkErrors: an error from Data ends Run and leaves the stream
