@@ -180,26 +180,19 @@ func streamRandomChunks(t *testing.T, pair func(*testing.T) (int, int), mode str
 	src := rand.NewChaCha8([32]byte{7})
 
 	w, wk := r.stream("w", a)
-	var rk *sink
-	var rd *core.Stream
+	rk := r.sink("r", b)
+	var rs core.StreamSink = rk
 	var lk *lendSink
 	switch mode {
 	case "buffered":
-		bk := &bufSink{sink: r.sink("r", b), size: 1000}
-		rk = bk.sink
-		var err error
-		if rd, err = core.NewStream(r.l, b, bk); err != nil {
-			t.Fatal(err)
-		}
+		rs = &bufSink{lender: lender{sink: rk}, size: 1000}
 	case "lending":
-		lk = &lendSink{sink: r.sink("r", b)}
-		rk = lk.sink
-		var err error
-		if rd, err = core.NewStream(r.l, b, lk); err != nil {
-			t.Fatal(err)
-		}
-	default:
-		rd, rk = r.stream("r", b)
+		lk = &lendSink{lender: lender{sink: rk}}
+		rs = lk
+	}
+	rd, err := core.NewStream(r.l, b, rs)
+	if err != nil {
+		t.Fatal(err)
 	}
 
 	wantHash, gotHash := sha256.New(), sha256.New()
@@ -299,32 +292,49 @@ func errNames(errs []error) []string {
 	return out
 }
 
-// bufSink is a BufferedStreamSink over a sink, reading into buffers of
-// size bytes, and checking that every buffer lent is given back once.
-type bufSink struct {
+// lender lends the stream one buffer at a time and checks that each is
+// given back once.
+type lender struct {
 	*sink
-	size int
 	lent []byte
 }
 
+// lend is a hook's lending of size bytes.
+func (l *lender) lend(hook string, size int) []byte {
+	l.r.locked(hook)
+	if l.lent != nil {
+		l.r.t.Errorf("%s before the last buffer was given back", hook)
+	}
+	l.lent = make([]byte, size)
+	return l.lent
+}
+
+// giveBack takes the buffer back in a hook, with the n bytes read into it.
+func (l *lender) giveBack(hook string, n int) []byte {
+	if l.lent == nil {
+		l.r.t.Errorf("%s(%d) without a buffer lent", hook, n)
+	}
+	p := l.lent[:n]
+	l.lent = nil
+	return p
+}
+
+// bufSink is a BufferedStreamSink over a sink, reading into buffers of
+// size bytes.
+type bufSink struct {
+	lender
+	size int
+}
+
 func (b *bufSink) GetBuffer(hint int) ([]byte, error) {
-	b.r.locked("GetBuffer")
 	if hint != -1 {
 		b.r.t.Errorf("GetBuffer hint %d, want -1", hint)
 	}
-	if b.lent != nil {
-		b.r.t.Errorf("GetBuffer before the last buffer was given back")
-	}
-	b.lent = make([]byte, b.size)
-	return b.lent, nil
+	return b.lend("GetBuffer", b.size), nil
 }
 
 func (b *bufSink) BufferUpdated(n int) error {
-	if b.lent == nil {
-		b.r.t.Errorf("BufferUpdated(%d) without a buffer lent", n)
-	}
-	p := b.lent[:n]
-	b.lent = nil
+	p := b.giveBack("BufferUpdated", n)
 	if n == 0 {
 		b.logf("updated:0")
 		return nil
@@ -333,30 +343,20 @@ func (b *bufSink) BufferUpdated(n int) error {
 }
 
 // lendSink is a LendingStreamSink over a sink: reads the stream expects to
-// be large go into memory it lends, checked to be given back once each. It
-// must not have GetBuffer, or it would be taken for a BufferedStreamSink.
+// be large go into memory it lends. It must not have GetBuffer, or it would
+// be taken for a BufferedStreamSink.
 type lendSink struct {
-	*sink
-	lent  []byte
+	lender
 	reads int // reads made into lent memory
 }
 
 func (l *lendSink) LendBuffer(size int) ([]byte, error) {
-	l.r.locked("LendBuffer")
-	if l.lent != nil {
-		l.r.t.Errorf("LendBuffer before the last buffer was given back")
-	}
 	l.reads++
-	l.lent = make([]byte, size)
-	return l.lent, nil
+	return l.lend("LendBuffer", size), nil
 }
 
 func (l *lendSink) LentData(n int) error {
-	if l.lent == nil {
-		l.r.t.Errorf("LentData(%d) without a buffer lent", n)
-	}
-	p := l.lent[:n]
-	l.lent = nil
+	p := l.giveBack("LentData", n)
 	if n == 0 {
 		return nil
 	}
@@ -368,7 +368,7 @@ func (l *lendSink) LentData(n int) error {
 func TestStreamBufferedEOF(t *testing.T) {
 	r := newLoop(t)
 	a, b := socketpair(t)
-	bk := &bufSink{sink: r.sink("s", a), size: 4}
+	bk := &bufSink{lender: lender{sink: r.sink("s", a)}, size: 4}
 	s, err := core.NewStream(r.l, a, bk)
 	if err != nil {
 		t.Fatal(err)
