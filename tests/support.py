@@ -186,6 +186,18 @@ def run_python(code, *args, flags=(), env=None, timeout=60):
         timeout=timeout)
 
 
+def assert_logged_slow(records, *handles):
+    """Each of handles, a pattern of the callback in a Handle's repr, was
+    logged among records as debug mode logs a slow callback: "Executing
+    <Handle ...> took X seconds"."""
+    slow = [r.getMessage() for r in records
+            if r.getMessage().startswith("Executing <Handle")]
+    for handle in handles:
+        assert any(re.fullmatch(r"Executing <Handle " + handle +
+                                r"( created at [^>]*)?> took \d+\.\d{3} seconds", m)
+                   for m in slow), (handle, slow)
+
+
 @contextlib.contextmanager
 def captured_exceptions(loop):
     """Collect the contexts passed to the loop's exception handler."""
