@@ -620,6 +620,18 @@ def blocking_clients(server, n):
     return [socket.create_connection(addr, timeout=support.GUARD) for _ in range(n)]
 
 
+async def accept_one(loop, factory=Recorder):
+    """A server accepts one client, which closes; then the server closes."""
+    accepting = Accepting(factory)
+    server = await loop.create_server(accepting, "127.0.0.1", 0)
+    (client,) = blocking_clients(server, 1)
+    proto = await accepting.next()
+    client.close()
+    await wait(proto.lost)
+    server.close()
+    await wait(server.wait_closed())
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 def test_accept_burst(loop, host):
     """Connections queued at once are all accepted, each with its own
@@ -800,18 +812,7 @@ def test_slow_accept_is_logged(loop, asyncio_log):
     the handle it is called in."""
     loop.set_debug(True)
     loop.slow_callback_duration = 0.0
-
-    async def main():
-        accepting = Accepting()
-        server = await loop.create_server(accepting, "127.0.0.1", 0)
-        (client,) = blocking_clients(server, 1)
-        proto = await accepting.next()
-        client.close()
-        await wait(proto.lost)
-        server.close()
-        await wait(server.wait_closed())
-
-    support.run_guarded(loop, main())
+    support.run_guarded(loop, accept_one(loop))
     # (reprlib shortens the arguments)
     support.assert_logged_slow(asyncio_log.records,
                                r"BaseSelectorEventLoop\._accept_connection\(.+, 100, .+\)",
@@ -831,17 +832,7 @@ def test_slow_protocol_factory_is_logged(loop, asyncio_log):
             pass
         return Recorder()
 
-    async def main():
-        accepting = Accepting(factory)
-        server = await loop.create_server(accepting, "127.0.0.1", 0)
-        (client,) = blocking_clients(server, 1)
-        proto = await accepting.next()
-        client.close()
-        await wait(proto.lost)
-        server.close()
-        await wait(server.wait_closed())
-
-    support.run_guarded(loop, main())
+    support.run_guarded(loop, accept_one(loop, factory))
     took = [float(m.group(1)) for r in asyncio_log.records
             if (m := re.fullmatch(r"Executing <.*\._accept_connection2?\(.*> took (\d+\.\d{3}) "
                                   r"seconds", r.getMessage()))]
