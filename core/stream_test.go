@@ -948,17 +948,25 @@ func TestStreamWriteBufferLimits(t *testing.T) {
 	}
 }
 
+// allocStream skips under -short (allocation counts are for full runs) and
+// returns a started stream over a socketpair, its sink and its peer.
+func allocStream(t *testing.T) (r *recorder, s *core.Stream, k *sink, peer int) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("allocation counts")
+	}
+	r = newLoop(t)
+	a, b := socketpair(t)
+	s, k = r.stream("s", a)
+	s.Start()
+	return r, s, k, b
+}
+
 // TestStreamHotPathsDoNotAllocate: a Write the socket takes whole and a
 // read handed to Data cost no allocation (the iovec and the read buffer are
 // reused), so a busy echo server makes no garbage in the core.
 func TestStreamHotPathsDoNotAllocate(t *testing.T) {
-	if testing.Short() {
-		t.Skip("allocation counts")
-	}
-	r := newLoop(t)
-	a, b := socketpair(t)
-	s, k := r.stream("s", a)
-	s.Start()
+	r, s, k, b := allocStream(t)
 	msg := []byte("ping")
 	var buf [64]byte
 	k.data = func([]byte) error { return nil }
@@ -983,13 +991,7 @@ func TestStreamHotPathsDoNotAllocate(t *testing.T) {
 // for the ready phase and handling it there cost no allocation either: the
 // loop queues the stream's watcher itself.
 func TestStreamReadyPhaseDoesNotAllocate(t *testing.T) {
-	if testing.Short() {
-		t.Skip("allocation counts")
-	}
-	r := newLoop(t)
-	a, b := socketpair(t)
-	s, k := r.stream("s", a)
-	s.Start()
+	r, _, k, b := allocStream(t)
 	r.deadline(5) // bounds each poll
 	msg := []byte("ping")
 	reads := 0
