@@ -44,6 +44,18 @@ type BufferedStreamSink interface {
 	BufferUpdated(n int) error
 }
 
+// ReadingStreamSink is a BufferedStreamSink that can also make the read
+// itself: ReadInto is GetBuffer(-1) and, when the stream is still open
+// after it (not closing), the read of fd into that buffer and
+// BufferUpdated, all in one call. The bridge makes it one crossing into C
+// instead of two. read reports whether the sink went past GetBuffer: then
+// n and rerr are the read's (n 0 with a nil rerr: EOF); else buf and err
+// are GetBuffer's, and the stream goes on as with GetBuffer.
+type ReadingStreamSink interface {
+	BufferedStreamSink
+	ReadInto(fd int) (buf []byte, read bool, n int, rerr error, err error)
+}
+
 // LendingStreamSink is a plain StreamSink (not a BufferedStreamSink) that
 // can also give a read memory of its own. The stream asks for it only when
 // the last read was large (largeRead): then copying out of the loop's read
@@ -281,7 +293,18 @@ func (s *Stream) read() error {
 // readIntoSink is _read_ready__get_buffer.
 func (s *Stream) readIntoSink() error {
 	bs := s.sink.(BufferedStreamSink)
-	buf, err := bs.GetBuffer(-1)
+	var buf []byte
+	var err error
+	if rs, ok := bs.(ReadingStreamSink); ok {
+		var read bool
+		var n int
+		var rerr error
+		if buf, read, n, rerr, err = rs.ReadInto(s.fd); read && err == nil {
+			return s.afterRead(n, rerr)
+		}
+	} else {
+		buf, err = bs.GetBuffer(-1)
+	}
 	if err != nil {
 		return err
 	}
@@ -309,6 +332,11 @@ func (s *Stream) readLent(buf []byte, done func(n int) error) error {
 	if err := done(n); err != nil {
 		return err
 	}
+	return s.afterRead(n, rerr)
+}
+
+// afterRead follows a read whose bytes were delivered: the error or EOF.
+func (s *Stream) afterRead(n int, rerr error) error {
 	switch {
 	case rerr != nil:
 		return s.readFailed(rerr)

@@ -86,6 +86,16 @@ typedef struct {
 } goloop_getbuf;
 goloop_getbuf goloop_stream_get_buffer(PyObject *t);
 int goloop_stream_buffer_updated(PyObject *t, long n);   /* n == 0: release only */
+/* get_buffer(), then, if the stream is still open, the read of fd into the
+ * buffer and buffer_updated(): read says whether it went that far, n and err
+ * (an errno) are the read's; got.rc is the last call's. */
+typedef struct {
+    goloop_getbuf got;
+    int read;
+    long n;
+    int err;
+} goloop_readbuf;
+goloop_readbuf goloop_stream_read_buffered(PyObject *t, int fd);
 /* One buffer of writelines(), lent for the call. */
 typedef struct {
     char *buf;

@@ -30,7 +30,7 @@ type drainWait struct {
 }
 
 var _ core.StreamSink = (*pyTransport)(nil)
-var _ core.BufferedStreamSink = bufferedSink{}
+var _ core.ReadingStreamSink = bufferedSink{}
 var _ core.LendingStreamSink = (*pyTransport)(nil)
 
 // bufferedSink is the sink of a stream whose protocol is an
@@ -327,6 +327,26 @@ func (b bufferedSink) GetBuffer(hint int) ([]byte, error) {
 		return nil, nil // the protocol failed and the stream is force-closed
 	}
 	return unsafe.Slice((*byte)(unsafe.Pointer(r.buf)), int(r.len)), nil
+}
+
+// ReadInto makes get_buffer(), the read and buffer_updated() one crossing
+// (stream.c, goloop_stream_read_buffered).
+func (b bufferedSink) ReadInto(fd int) ([]byte, bool, int, error, error) {
+	r := C.goloop_stream_read_buffered(b.self, C.int(fd))
+	b.loop.collect()
+	switch {
+	case r.got.rc < 0:
+		return nil, false, 0, nil, errPython
+	case r.read != 0:
+		var rerr error
+		if r.err != 0 {
+			rerr = syscall.Errno(r.err)
+		}
+		return nil, true, int(r.n), rerr, nil
+	case r.got.buf == nil:
+		return nil, false, 0, nil, nil // the protocol failed and the stream is force-closed
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(r.got.buf)), int(r.got.len)), false, 0, nil, nil
 }
 
 func (b bufferedSink) BufferUpdated(n int) error {
