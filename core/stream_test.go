@@ -162,6 +162,7 @@ func TestStreamRandomChunks(t *testing.T) {
 		{"tcp", tcpPair, "plain"},
 		{"unix", socketpair, "plain"},
 		{"tcp-buffered", tcpPair, "buffered"},
+		{"unix-reading", socketpair, "reading"},
 		{"unix-lending", socketpair, "lending"},
 	} {
 		t.Run(tc.name, func(t *testing.T) { streamRandomChunks(t, tc.pair, tc.mode) })
@@ -183,9 +184,13 @@ func streamRandomChunks(t *testing.T, pair func(*testing.T) (int, int), mode str
 	rk := r.sink("r", b)
 	var rs core.StreamSink = rk
 	var lk *lendSink
+	var reading *readSink
 	switch mode {
 	case "buffered":
 		rs = &bufSink{lender: lender{sink: rk}, size: 1000}
+	case "reading":
+		reading = &readSink{bufSink: &bufSink{lender: lender{sink: rk}, size: 1000}}
+		rs = reading
 	case "lending":
 		lk = &lendSink{lender: lender{sink: rk}}
 		rs = lk
@@ -193,6 +198,9 @@ func streamRandomChunks(t *testing.T, pair func(*testing.T) (int, int), mode str
 	rd, err := core.NewStream(r.l, b, rs)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if reading != nil {
+		reading.s = rd
 	}
 
 	wantHash, gotHash := sha256.New(), sha256.New()
@@ -342,6 +350,26 @@ func (b *bufSink) BufferUpdated(n int) error {
 	return b.sink.Data(p)
 }
 
+// readSink is a bufSink that makes the read itself (a
+// ReadingStreamSink), as the bridge does in C: only while the stream is
+// not closing after GetBuffer.
+type readSink struct {
+	*bufSink
+	s *core.Stream // set once made
+}
+
+func (k *readSink) ReadInto(fd int) ([]byte, bool, int, error, error) {
+	buf, err := k.GetBuffer(-1)
+	if err != nil || len(buf) == 0 || k.s.IsClosing() {
+		return buf, false, 0, nil, err
+	}
+	n, rerr := unix.Read(fd, buf)
+	if rerr != nil {
+		n = 0
+	}
+	return nil, true, n, rerr, k.BufferUpdated(n)
+}
+
 // lendSink is a LendingStreamSink over a sink: reads the stream expects to
 // be large go into memory it lends. It must not have GetBuffer, or it would
 // be taken for a BufferedStreamSink.
@@ -366,20 +394,30 @@ func (l *lendSink) LentData(n int) error {
 // TestStreamBufferedEOF: in buffered mode the buffer is given back with 0
 // before EOF, and EOF closing the stream brings Lost(nil).
 func TestStreamBufferedEOF(t *testing.T) {
-	r := newLoop(t)
-	a, b := socketpair(t)
-	bk := &bufSink{lender: lender{sink: r.sink("s", a)}, size: 4}
-	s, err := core.NewStream(r.l, a, bk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bk.lost = func(error) error { r.l.Stop(); return nil }
-	write(t, b, "hello")
-	unix.Shutdown(b, unix.SHUT_WR)
-	s.Start()
-	r.runExpecting("s:data:4", "s:data:1", "s:updated:0", "s:eof", "s:lost:nil")
-	if string(bk.got) != "hello" {
-		t.Errorf("read %q", bk.got)
+	for _, reads := range []bool{false, true} {
+		t.Run("sink-reads="+strconv.FormatBool(reads), func(t *testing.T) {
+			r := newLoop(t)
+			a, b := socketpair(t)
+			bk := &bufSink{lender: lender{sink: r.sink("s", a)}, size: 4}
+			var ks core.StreamSink = bk
+			rk := &readSink{bufSink: bk}
+			if reads {
+				ks = rk
+			}
+			s, err := core.NewStream(r.l, a, ks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rk.s = s
+			bk.lost = func(error) error { r.l.Stop(); return nil }
+			write(t, b, "hello")
+			unix.Shutdown(b, unix.SHUT_WR)
+			s.Start()
+			r.runExpecting("s:data:4", "s:data:1", "s:updated:0", "s:eof", "s:lost:nil")
+			if string(bk.got) != "hello" {
+				t.Errorf("read %q", bk.got)
+			}
+		})
 	}
 }
 
