@@ -15,7 +15,7 @@ import "golang.org/x/sys/unix"
 // thread with the embedder's lock held, like the items.
 //
 // The FIFO also holds the watchers of IOs whose readiness waits for the
-// ready phase (the transports; see readyPhaseIO), each queued as itself
+// ready phase (transports and listeners; see readyPhaseIO), each queued as itself
 // when the poll reports it: that happens on every readiness of every
 // connection, so it costs neither an allocation nor any memory an idle
 // connection carries.

@@ -81,7 +81,8 @@ func connected(t *testing.T, addr unix.Sockaddr) int {
 }
 
 // TestListenerBacklogPerReadiness: each readiness accepts at most backlog
-// connections; the rest wait for the next tick.
+// connections, behind the item queued before the poll; the rest wait for
+// the next tick.
 func TestListenerBacklogPerReadiness(t *testing.T) {
 	r := newLoop(t)
 	lfd, addr := tcpListener(t, 16)
@@ -105,7 +106,7 @@ func TestListenerBacklogPerReadiness(t *testing.T) {
 	if err := ln.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r.runExpecting("accepted", "accepted", "run:tick", "accepted", "accepted", "run:tick", "accepted", "run:tick")
+	r.runExpecting("run:tick", "accepted", "accepted", "run:tick", "accepted", "accepted", "run:tick", "accepted")
 	r.l.Clear() // the tick item
 	r.takeLog()
 }
@@ -139,6 +140,54 @@ func TestListenerStopStartClose(t *testing.T) {
 	if err := ln.Start(); err != core.ErrClosed {
 		t.Errorf("Start after Close = %v, want ErrClosed", err)
 	}
+}
+
+// TestListenerAcceptsBehindReadyCallbacks: a connection waiting at the
+// poll is accepted in the ready phase, after the callbacks queued before
+// the poll, as asyncio queues the listener's reader handle behind them.
+func TestListenerAcceptsBehindReadyCallbacks(t *testing.T) {
+	r := newLoop(t)
+	ln, k, _, addr := newListener(t, r)
+	connected(t, addr)
+	if err := ln.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.soon(r.item("before", nil))
+	k.accepted = func(int) error { r.l.Stop(); return nil }
+	r.runExpecting("run:before", "accepted")
+}
+
+// TestListenerClosedBeforeItsTurn: a callback queued before the poll that
+// closes the listener means the connection the poll reported is not
+// accepted.
+func TestListenerClosedBeforeItsTurn(t *testing.T) {
+	r := newLoop(t)
+	ln, _, _, addr := newListener(t, r)
+	connected(t, addr)
+	if err := ln.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.soon(r.item("close", func() error {
+		r.soon(r.stopper("next"))
+		return ln.Close()
+	}))
+	r.runExpecting("run:close", "run:next")
+}
+
+// TestListenerStoppedBeforeItsTurn: a callback queued before the poll that
+// stops and restarts the listener drops the readiness that poll reported,
+// as asyncio's remove_reader cancels the queued handle: the connection is
+// accepted after the next poll, behind what was queued meanwhile.
+func TestListenerStoppedBeforeItsTurn(t *testing.T) {
+	r := newLoop(t)
+	ln, k, _, addr := newListener(t, r)
+	connected(t, addr)
+	if err := ln.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.soon(r.undoRedo("toggle", ln.Stop, ln.Start))
+	k.accepted = func(int) error { r.l.Stop(); return nil }
+	r.runExpecting("run:toggle", "run:next", "accepted")
 }
 
 // TestListenerEMFILE runs out of descriptors for real: the soft

@@ -59,12 +59,12 @@ type Hooks[T any] interface {
 
 // IO is a descriptor the core services itself (a Stream, Listener or
 // Datagram) rather than by queueing the embedder's items: the second kind of
-// watcher, next to AddReader/AddWriter.
+// watcher, next to AddReader/AddWriter. The core's own are readyPhaseIOs.
 type IO interface {
 	// Ready is called on the loop thread after the poll (once Poll returns,
 	// so with the embedder's lock held) and before the tick runs timers
 	// and ready items, with the events the descriptor is ready for among
-	// those it is registered for. It may register, modify and unregister
+	// those it is registered for (for a readyPhaseIO, see there). It may register, modify and unregister
 	// any descriptor, its own included. A non-nil error ends Run at once,
 	// which returns it; events not yet dispatched in that poll are dropped
 	// (the poller is level-triggered: they are reported again).
@@ -76,8 +76,8 @@ type IO interface {
 // callbacks queued before it, and only with the events it is still
 // registered for then. One that was unregistered meanwhile is not called,
 // as asyncio's remove_reader cancels a reader handle _ready holds. A
-// non-nil error ends Run as a callback's does. The transports are such
-// IOs (transport.readyPhase).
+// non-nil error ends Run as a callback's does. The transports and the
+// listener are such IOs (transport.readyPhase, Listener.readyPhase).
 type readyPhaseIO interface {
 	IO
 	readyPhase()
@@ -265,9 +265,9 @@ func (l *Loop[T]) Run() error {
 //  2. poll: not at all if callbacks are ready or the loop is stopping,
 //     until the first timer if there is one, else until an event;
 //  3. for each ready descriptor, queue its items' callbacks, or call its
-//     IO (a listener accepts here, with the lock held), or queue its
-//     readyPhaseIO (a transport, which reads and writes in step 5, where
-//     asyncio runs the reader and writer handles);
+//     IO (with the lock held), or queue its readyPhaseIO (a transport,
+//     which reads and writes in step 5, or a listener, which accepts
+//     there, where asyncio runs the reader and writer handles);
 //  4. queue the timers due by now (plus the clock resolution), the
 //     embedder's and the core's own;
 //  5. run exactly the callbacks queued at this point, the embedder's items

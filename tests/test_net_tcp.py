@@ -806,6 +806,53 @@ def test_server_closed_by_the_protocol_factory_mid_burst(loop, debug):
     assert scenario(loop) == expected
 
 
+@pytest.mark.parametrize("then", ["nothing", "close"])
+def test_accept_behind_callbacks_ready_before_the_poll(loop, then):
+    """A connection waiting at the poll is accepted behind the callbacks
+    that were ready before it, where asyncio's _process_events queues the
+    listener's reader handle: the protocol factory runs after them, and not
+    at all if one of them closes the server (the client is reset)."""
+    def scenario(lp):
+        log, protos = [], []
+
+        def factory():
+            log.append("factory")
+            protos.append(Recorder())
+            return protos[-1]
+
+        async def main():
+            server = await lp.create_server(factory, "127.0.0.1", 0)
+            (client,) = blocking_clients(server, 1)
+            support.wait_readable(server.sockets[0].fileno())
+
+            def callback():
+                log.append("callback")
+                if then == "close":
+                    server.close()
+
+            lp.call_soon(callback)
+            await iterations(3)
+            client.setblocking(False)
+            if then == "close":
+                outcome = await wait(recv_until_eof(lp, client))
+                client.close()
+            else:
+                while not protos:
+                    await asyncio.sleep(0)
+                client.close()
+                await wait(protos[0].lost)
+                outcome = protos[0].calls
+            server.close()
+            await wait(server.wait_closed())
+            return log, outcome
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected == ((["callback", "factory"], ["made", "eof", "lost"]) if then == "nothing"
+                        else (["callback"], (b"", "reset")))
+    assert scenario(loop) == expected
+
+
 def test_slow_accept_is_logged(loop, asyncio_log):
     """Debug mode times the accept as asyncio times its reader handle,
     _accept_connection (named with its arguments), and connection_made as
