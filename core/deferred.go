@@ -52,6 +52,7 @@ type IOLoop interface {
 	Unregister(fd int) error
 	Owner(fd int) IO
 	soon(fn func() error) error
+	first(fn func() error)
 	later(delay float64, fn func() error) (*task, error)
 	readBuffer() []byte
 	iovecs() []unix.Iovec
@@ -95,6 +96,15 @@ func (l *Loop[T]) soon(fn func() error) error {
 	}
 	l.tasks.push(queued{r: &task{fn: fn}, at: l.ready.pushed()})
 	return nil
+}
+
+// first runs fn in the next ready phase before anything else queued: a
+// round of accepts that an error ending Run cut short goes on from there
+// when the loop runs again, as asyncio's Tasks for the connections stay at
+// the head of _ready behind the one that raised. Only a task that is
+// running calls it, so the loop is not closed.
+func (l *Loop[T]) first(fn func() error) {
+	l.tasks.pushFront(queued{r: &task{fn: fn}, at: l.ready.out})
 }
 
 // later runs fn once delay seconds have passed, unless the returned task is

@@ -15,9 +15,10 @@ const MaxEvents = maxEvents
 // Ring wraps the ready queue.
 type Ring[T any] struct{ q ready[T] }
 
-func (r *Ring[T]) Push(v T) { r.q.push(v) }
-func (r *Ring[T]) Pop() T   { return r.q.pop() }
-func (r *Ring[T]) Len() int { return r.q.len() }
+func (r *Ring[T]) Push(v T)      { r.q.push(v) }
+func (r *Ring[T]) PushFront(v T) { r.q.pushFront(v) }
+func (r *Ring[T]) Pop() T        { return r.q.pop() }
+func (r *Ring[T]) Len() int      { return r.q.len() }
 
 // Cap is the size of the ring's buffer.
 func (r *Ring[T]) Cap() int { return len(r.q.buf) }

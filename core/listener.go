@@ -18,9 +18,16 @@ type ListenerSink interface {
 	// all of them even if it closes or stops the listener meanwhile (a
 	// protocol factory calling Server.close() cannot undo the round).
 	//
+	// It returns how many of conns it took, as RunBatch does: all of them
+	// unless its error stops the loop (a KeyboardInterrupt from a protocol
+	// factory), when the rest are still queued in asyncio, a Task each. The
+	// listener keeps those and hands them over, with a nil err, first
+	// thing when the loop runs again, or closes them if it is closed
+	// before.
+	//
 	// Each Fd is non-blocking and close-on-exec, and the sink's to close
-	// from the call on, whatever it returns. conns and each Peer are
-	// valid for the call only.
+	// once taken, whatever it returns. conns and each Peer are valid for
+	// the call only.
 	//
 	// For EMFILE, ENFILE, ENOBUFS and ENOMEM the listener has stopped
 	// accepting and resumes by itself after AcceptRetryDelay (asyncio logs
@@ -28,7 +35,7 @@ type ListenerSink interface {
 	// call_exception_handler); for any other error it goes on accepting at
 	// the next readiness (asyncio lets the error reach the loop's
 	// handler).
-	Accepted(conns []Conn, err error) error
+	Accepted(conns []Conn, err error) (int, error)
 }
 
 // Conn is a connection a Listener accepted. Peer is the peer's address as
@@ -60,6 +67,10 @@ type Listener struct {
 	// reused: they grow to the largest round seen.
 	conns []Conn
 	addrs []unix.RawSockaddrAny
+	// rest: the end of conns, which the sink did not take before its error
+	// stopped the loop, to be handed over first when it runs again; no
+	// round reuses the buffers before.
+	rest []Conn
 }
 
 var _ IO = (*Listener)(nil)
@@ -112,7 +123,10 @@ func (ln *Listener) Serving() bool { return ln.serving }
 
 // Close stops accepting for good and unregisters fd, which the embedder
 // may close from then (Server.close). It keeps no reference to the sink
-// (called from Accepted, it leaves the round's connections to the sink).
+// (called from Accepted, it leaves the round's connections to the sink),
+// and closes the connections a stopped loop left it (see Accepted): in
+// asyncio they would only fail Server._attach. An embedder whose loop
+// forgot the listener (Loop.Clear) closes it for them too.
 func (ln *Listener) Close() error {
 	if ln.closed {
 		return nil
@@ -120,6 +134,7 @@ func (ln *Listener) Close() error {
 	ln.closed, ln.serving = true, false
 	ln.cancelRetry()
 	ln.sink = nil
+	ln.closeRest()
 	return ln.loop.Unregister(ln.fd)
 }
 
@@ -140,7 +155,41 @@ func (ln *Listener) Ready(Events) error {
 	if len(conns) == 0 && err == nil {
 		return nil
 	}
-	return ln.sink.Accepted(conns, err)
+	return ln.handOver(conns, err)
+}
+
+// handOver gives conns to the sink, keeping what it did not take for the
+// next Run (see Accepted).
+func (ln *Listener) handOver(conns []Conn, err error) error {
+	n, serr := ln.sink.Accepted(conns, err)
+	if serr == nil || n == len(conns) {
+		return serr
+	}
+	ln.rest = conns[n:]
+	if ln.closed { // by the sink, in this round
+		ln.closeRest()
+	} else {
+		ln.loop.first(ln.serveRest)
+	}
+	return serr
+}
+
+// serveRest hands over what a stopped loop left of a round, unless Close
+// closed it meanwhile.
+func (ln *Listener) serveRest() error {
+	rest := ln.rest
+	ln.rest = nil
+	if len(rest) == 0 {
+		return nil
+	}
+	return ln.handOver(rest, nil)
+}
+
+func (ln *Listener) closeRest() {
+	for _, c := range ln.rest {
+		unix.Close(c.Fd)
+	}
+	ln.rest = nil
 }
 
 // accept is the round: backlog calls to accept4 at most, until the queue

@@ -1,6 +1,8 @@
 package core_test
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 	"unsafe"
 
@@ -18,30 +20,28 @@ type lsink struct {
 	failed   func(err error) error
 }
 
-func (s *lsink) Accepted(conns []core.Conn, err error) error {
+func (s *lsink) Accepted(conns []core.Conn, err error) (int, error) {
 	s.r.locked("Accepted")
-	for _, c := range conns {
-		s.r.t.Cleanup(func() { unix.Close(c.Fd) })
-	}
 	if err != nil {
 		s.r.log = append(s.r.log, "accept-error:"+errName(err))
 		if s.failed != nil {
 			if err := s.failed(err); err != nil {
-				return err
+				return 0, err
 			}
 		}
 	}
-	for _, c := range conns {
+	for i, c := range conns {
+		s.r.t.Cleanup(func() { unix.Close(c.Fd) })
 		s.fds = append(s.fds, c.Fd)
 		s.checkPeer(c.Fd, c.Peer)
 		s.r.log = append(s.r.log, "accepted")
 		if s.accepted != nil {
 			if err := s.accepted(c.Fd); err != nil {
-				return err
+				return i + 1, err
 			}
 		}
 	}
-	return nil
+	return len(conns), nil
 }
 
 // checkPeer: the raw address is the peer's, as getpeername reports it.
@@ -188,6 +188,115 @@ func TestListenerStoppedBeforeItsTurn(t *testing.T) {
 	r.soon(r.undoRedo("toggle", ln.Stop, ln.Start))
 	k.accepted = func(int) error { r.l.Stop(); return nil }
 	r.runExpecting("run:toggle", "run:next", "accepted")
+}
+
+// errInterrupt stands for a KeyboardInterrupt from a protocol factory.
+var errInterrupt = errors.New("KeyboardInterrupt")
+
+// interruptedRound starts ln with three connections waiting and runs the
+// loop until the sink, which accepted sets up to fail with errInterrupt on
+// the first, stops it. It returns the clients, in the order they connected.
+func (r *recorder) interruptedRound(ln *core.Listener, addr unix.Sockaddr) []int {
+	r.t.Helper()
+	var clients []int
+	for range 3 {
+		clients = append(clients, connected(r.t, addr))
+	}
+	if err := ln.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.deadline(5)
+	if err := r.run(); err != errInterrupt {
+		r.t.Fatalf("Run = %v, want the sink's error", err)
+	}
+	if diff := cmp.Diff([]string{"accepted"}, withoutPolls(r.takeLog())); diff != "" {
+		r.t.Errorf("log (-want +got):\n%s", diff)
+	}
+	return clients
+}
+
+// TestListenerRoundAfterAStoppedRun: a sink error that stops the loop in
+// the middle of a round (a KeyboardInterrupt from a protocol factory)
+// leaves the rest of the round to the listener, which hands it over, with
+// no error, first thing in the next Run: ahead of what the round and the
+// caller queued meanwhile, as asyncio's Tasks for the connections stay at
+// the head of _ready.
+func TestListenerRoundAfterAStoppedRun(t *testing.T) {
+	r := newLoop(t)
+	ln, k, _, addr := newListener(t, r)
+	k.accepted = func(int) error {
+		switch len(k.fds) {
+		case 1:
+			r.soon(r.item("made", nil)) // as connection_made is queued
+			return errInterrupt
+		case 3:
+			r.soon(r.stopper("stop"))
+		}
+		return nil
+	}
+	clients := r.interruptedRound(ln, addr)
+	r.soon(r.item("after", nil))
+	r.runExpecting("accepted", "accepted", "run:made", "run:after", "run:stop")
+	// The accept queue is first in, first out.
+	for i, fd := range k.fds {
+		checkPeerOf(t, fd, clients[i])
+	}
+	r.l.Clear() // the deadlines
+	r.takeLog()
+}
+
+// TestListenerClosedAfterAStoppedRun: the rest of a round that a stopped
+// loop left is closed if the listener is closed before the loop runs
+// again, or was closed in that round, the clients seeing EOF; nothing
+// is handed over then.
+func TestListenerClosedAfterAStoppedRun(t *testing.T) {
+	for _, inRound := range []bool{false, true} {
+		t.Run(fmt.Sprintf("inRound=%v", inRound), func(t *testing.T) {
+			r := newLoop(t)
+			ln, k, _, addr := newListener(t, r)
+			k.accepted = func(int) error {
+				if inRound {
+					if err := ln.Close(); err != nil {
+						return err
+					}
+				}
+				return errInterrupt
+			}
+			clients := r.interruptedRound(ln, addr)
+			if err := ln.Close(); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range clients[1:] {
+				pfd := []unix.PollFd{{Fd: int32(c), Events: unix.POLLIN}}
+				if n, err := unix.Poll(pfd, int(testTimeout.Milliseconds())); n != 1 || err != nil {
+					t.Fatalf("poll on the client: %d, %v", n, err)
+				}
+				if data, eof := readAll(t, c); len(data) != 0 || !eof {
+					t.Errorf("client read %q, eof %v; want EOF", data, eof)
+				}
+			}
+			r.soon(r.stopper("stop"))
+			r.runExpecting("run:stop")
+			r.l.Clear() // the deadlines
+			r.takeLog()
+		})
+	}
+}
+
+// checkPeerOf: fd is the accepted end of client's connection.
+func checkPeerOf(t *testing.T, fd, client int) {
+	t.Helper()
+	peer, err := unix.Getpeername(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, err := unix.Getsockname(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if peer.(*unix.SockaddrInet4).Port != local.(*unix.SockaddrInet4).Port {
+		t.Errorf("fd %d is not client %d's connection", fd, client)
+	}
 }
 
 // TestListenerEMFILE runs out of descriptors for real: the soft
@@ -351,7 +460,7 @@ type rawSink struct {
 	want  int
 }
 
-func (s *rawSink) Accepted(conns []core.Conn, err error) error {
+func (s *rawSink) Accepted(conns []core.Conn, err error) (int, error) {
 	for _, c := range conns {
 		unix.Close(c.Fd)
 		s.addrs = append(s.addrs, append([]byte(nil), c.Peer...))
@@ -359,7 +468,7 @@ func (s *rawSink) Accepted(conns []core.Conn, err error) error {
 	if len(s.addrs) == s.want {
 		s.r.l.Stop()
 	}
-	return err
+	return len(conns), err
 }
 
 // TestListenerRawUnixAddresses: the address is what the kernel wrote, with

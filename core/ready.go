@@ -20,6 +20,16 @@ func (q *ready[T]) push(v T) {
 	q.n++
 }
 
+// pushFront puts v before the oldest item (Loop.first).
+func (q *ready[T]) pushFront(v T) {
+	if q.n == len(q.buf) {
+		q.grow()
+	}
+	q.head = (q.head - 1) & (len(q.buf) - 1)
+	q.buf[q.head] = v
+	q.n++
+}
+
 // pop removes the oldest item; the caller checks len first.
 func (q *ready[T]) pop() T {
 	var zero T

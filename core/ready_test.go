@@ -116,16 +116,20 @@ func TestReadyPopClearsSlot(t *testing.T) {
 }
 
 // TestReadyRandomAgainstSlice checks the ring against a plain slice over a
-// random mix of pushes and pops.
+// random mix of pushes (at either end) and pops.
 func TestReadyRandomAgainstSlice(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	var r core.Ring[int]
 	var model []int
 	next := 0
 	for step := range 20000 {
-		if len(model) == 0 || rng.IntN(100) < 55 {
+		if x := rng.IntN(100); len(model) == 0 || x < 50 {
 			r.Push(next)
 			model = append(model, next)
+			next++
+		} else if x < 55 {
+			r.PushFront(next)
+			model = append([]int{next}, model...)
 			next++
 		} else {
 			got, want := r.Pop(), model[0]

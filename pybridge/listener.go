@@ -20,8 +20,6 @@ import "C"
 import (
 	"unsafe"
 
-	"golang.org/x/sys/unix"
-
 	"goloop/core"
 )
 
@@ -93,12 +91,14 @@ func (p *pyListener) free() {
 	C.goloop_listener_free(spec)
 }
 
-// releaseListeners frees every listener's spec: the core has forgotten
-// their fds (Close, Clear).
+// releaseListeners closes every listener, which closes what a stopped loop
+// left of a round, and frees its spec: the core has forgotten their fds
+// (Close, Clear).
 func (l *pyLoop) releaseListeners() {
 	for len(l.listeners) > 0 {
 		for fd, p := range l.listeners {
 			delete(l.listeners, fd)
+			p.ln.Close()
 			p.free()
 			break // freeing may have changed the map
 		}
@@ -109,8 +109,9 @@ func (l *pyLoop) releaseListeners() {
 // connection makes the socket object, calls the protocol factory and makes
 // the transport; in debug mode, it warns if the round was slow, as asyncio
 // does for its reader handle. A KeyboardInterrupt or SystemExit stops the
-// round, and closes the connections it had not served.
-func (p *pyListener) Accepted(conns []core.Conn, err error) error {
+// round, and the loop: the listener keeps the connections not served yet,
+// for the next run.
+func (p *pyListener) Accepted(conns []core.Conn, err error) (int, error) {
 	p.round = true
 	defer func() {
 		p.round = false
@@ -122,8 +123,7 @@ func (p *pyListener) Accepted(conns []core.Conn, err error) error {
 	if err != nil {
 		setError(err)
 		if C.goloop_accept_error(p.loop.self, p.spec, C.goloop_fetch_exception()) < 0 {
-			closeConns(conns)
-			return errPython
+			return 0, errPython
 		}
 	}
 	for i, c := range conns {
@@ -134,18 +134,11 @@ func (p *pyListener) Accepted(conns []core.Conn, err error) error {
 			addr = (*C.char)(unsafe.Pointer(&c.Peer[0]))
 		}
 		if C.goloop_accepted(p.loop.self, p.spec, C.int(c.Fd), addr, C.long(len(c.Peer))) < 0 {
-			closeConns(conns[i+1:])
-			return errPython
+			return i + 1, errPython
 		}
 	}
 	if C.goloop_accept_end(p.loop.self, p.spec, t0) < 0 {
-		return errPython
+		return len(conns), errPython
 	}
-	return nil
-}
-
-func closeConns(conns []core.Conn) {
-	for _, c := range conns {
-		unix.Close(c.Fd)
-	}
+	return len(conns), nil
 }

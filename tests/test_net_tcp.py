@@ -853,6 +853,117 @@ def test_accept_behind_callbacks_ready_before_the_poll(loop, then):
     assert scenario(loop) == expected
 
 
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
+def test_accept_burst_stopped_by_the_protocol_factory(loop, exc):
+    """A KeyboardInterrupt or SystemExit from the protocol factory of the
+    first of a burst of connections stops the loop, and the others are
+    served when it runs again, first thing, as asyncio's Tasks for them
+    stay queued: their factories run before the next main task's first
+    step. The first connection is closed (asyncio leaves it to the garbage
+    collector)."""
+    class Echo(Recorder):
+        def connection_made(self, transport):
+            log.append("made")
+            super().connection_made(transport)
+
+        def data_received(self, data):
+            super().data_received(data)
+            self.transport.write(data)
+
+    def factory():
+        log.append("factory")
+        if log.count("factory") == 1:
+            raise exc
+        protos.append(Echo())
+        return protos[-1]
+
+    def scenario(lp):
+        log.clear()
+        protos.clear()
+        reports = []
+        lp.set_exception_handler(lambda _, ctx: reports.append(ctx["message"]))
+        server = lp.run_until_complete(lp.create_server(factory, "127.0.0.1", 0))
+        clients = blocking_clients(server, 3)
+        for c in clients:
+            c.setblocking(False)
+        try:
+            support.run_guarded(lp, lp.create_future())
+        except exc:
+            log.append(exc.__name__)
+
+        async def main():
+            log.append("main")
+            # asyncio's first socket is in a cycle with the exception.
+            gc.collect()
+            outcomes = [await wait(recv_until_eof(lp, clients[0]))]
+            for c in clients[1:]:
+                await lp.sock_sendall(c, b"ping")
+                outcomes.append(await wait(recv_exactly(lp, c, 4)))
+            for c in clients:
+                c.close()
+            for p in protos:
+                await wait(p.lost)
+            server.close()
+            await wait(server.wait_closed())
+            return outcomes
+
+        outcomes = support.run_guarded(lp, main())
+        # The Task asyncio's factory failed in was never awaited.
+        reports = [r for r in reports if r != "Task exception was never retrieved"]
+        return log, outcomes, reports
+
+    log, protos = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        expected = support.run_on_reference(scenario)
+        assert expected == (
+            ["factory", exc.__name__, "factory", "factory", "main", "made", "made"],
+            [(b"", "eof"), b"ping", b"ping"], [])
+        assert scenario(loop) == expected
+
+
+@pytest.mark.parametrize("close_server", [False, True])
+def test_accept_burst_stopped_then_loop_closed(loop, close_server):
+    """The connections a KeyboardInterrupt from the protocol factory left
+    unserved are closed with the loop, or the server, if the loop does not
+    run again: no other factory runs, and the clients see EOF."""
+    def scenario(lp):
+        made = []
+
+        def factory():
+            made.append("factory")
+            raise KeyboardInterrupt
+
+        lp.set_exception_handler(lambda *_: None)
+        server = lp.run_until_complete(lp.create_server(factory, "127.0.0.1", 0))
+        clients = blocking_clients(server, 3)
+        with pytest.raises(KeyboardInterrupt):
+            support.run_guarded(lp, lp.create_future())
+        if close_server:
+            server.close()
+        lp.close()
+        # asyncio's sockets are in its dropped Tasks, the first in a cycle.
+        gc.collect()
+        outcomes = []
+        for c in clients:
+            outcomes.append(c.recv(16))
+            c.close()
+        server.close()
+        return made, outcomes
+
+    # asyncio's dropped Tasks and their sockets warn and log.
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda _: None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            expected = support.run_on_reference(scenario)
+            assert expected == (["factory"], [b""] * 3)
+            assert scenario(loop) == expected
+    finally:
+        sys.unraisablehook = hook
+
+
 def test_slow_accept_is_logged(loop, asyncio_log):
     """Debug mode times the accept as asyncio times its reader handle,
     _accept_connection (named with its arguments), and connection_made as
