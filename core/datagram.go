@@ -156,8 +156,7 @@ func (d *Datagram) sendLost(b []byte, to Sockaddr) error {
 	return nil
 }
 
-// Ready receives, then sends, in the ready phase (see transport's
-// readyPhase).
+// Ready receives, then sends, in the ready phase (see IO).
 func (d *Datagram) Ready(ev Events) error {
 	if ev&Read != 0 && d.interest&Read != 0 {
 		if err := d.receive(); err != nil {

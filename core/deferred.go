@@ -14,8 +14,8 @@ import "golang.org/x/sys/unix"
 // the order one shared _ready deque would give. Tasks run on the loop
 // thread with the embedder's lock held, like the items.
 //
-// The FIFO also holds the watchers of IOs whose readiness waits for the
-// ready phase (transports and listeners; see readyPhaseIO), each queued as itself
+// The FIFO also holds the watchers of IOs, whose readiness waits for the
+// ready phase (see IO), each queued as itself
 // when the poll reports it: that happens on every readiness of every
 // connection, so it costs neither an allocation nor any memory an idle
 // connection carries.

@@ -42,17 +42,14 @@ func drainFD(fd int) {
 	}
 }
 
-// TestIOReadyAfterPollBeforeItems: an IO is called once the poll's lock is
-// back, before the tick runs its ready items, and what it queues runs in
-// the same tick.
-func TestIOReadyAfterPollBeforeItems(t *testing.T) {
+// TestIOReadyInReadyPhase: an IO is called in the ready phase, behind the
+// items queued before the poll, and what it queues runs in the next tick.
+func TestIOReadyInReadyPhase(t *testing.T) {
 	r := newLoop(t)
 	a, b := socketpair(t)
-	x := r.item("x", nil)
 	io := r.io("a", func(core.Events) error {
 		drainFD(a)
-		r.soon(x)
-		r.l.Stop()
+		r.soon(r.stopper("x"))
 		return nil
 	})
 	if err := r.l.Register(a, io, core.Read); err != nil {
@@ -61,17 +58,10 @@ func TestIOReadyAfterPollBeforeItems(t *testing.T) {
 	if got := r.l.Watching(a); got != core.Read {
 		t.Errorf("Watching = %v, want Read", got)
 	}
-	r.l.CallAt(core.Now()+0.05, r.give(r.stopper("late")))
+	r.soon(r.item("before", nil))
 	write(t, b, "hi")
-	if err := r.run(); err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	want := []string{"poll", "io:a:1", "run:x"}
-	if diff := cmp.Diff(want, squashPolls(t, r.takeLog())); diff != "" {
-		t.Errorf("log (-want +got):\n%s", diff)
-	}
+	r.runExpecting("run:before", "io:a:1", "run:x")
 	r.l.Clear()
-	r.takeLog()
 }
 
 // TestIOOwnership: a descriptor is watched by items or by one IO, never
@@ -199,8 +189,8 @@ func TestIOModifiedInBatch(t *testing.T) {
 	}
 }
 
-// TestIOReadyErrorEndsRun: Run returns an IO's error at once, without
-// running the tick's items, which stay queued.
+// TestIOReadyErrorEndsRun: Run returns an IO's error at once, as a
+// callback's; what was queued behind it stays queued for the next Run.
 func TestIOReadyErrorEndsRun(t *testing.T) {
 	r := newLoop(t)
 	a, b := socketpair(t)
@@ -210,6 +200,7 @@ func TestIOReadyErrorEndsRun(t *testing.T) {
 	if err := r.l.Register(a, r.io("a", func(core.Events) error {
 		calls++
 		if calls == 1 {
+			r.soon(r.item("after", nil))
 			return boom
 		}
 		drainFD(a)
@@ -223,13 +214,13 @@ func TestIOReadyErrorEndsRun(t *testing.T) {
 	if err := r.run(); err != boom {
 		t.Fatalf("Run = %v, want %v", err, boom)
 	}
-	if diff := cmp.Diff([]string{"io:a:1"}, withoutPolls(r.takeLog())); diff != "" {
+	if diff := cmp.Diff([]string{"run:queued", "io:a:1"}, withoutPolls(r.takeLog())); diff != "" {
 		t.Errorf("log (-want +got):\n%s", diff)
 	}
 	if err := r.run(); err != nil {
 		t.Fatalf("second Run: %v", err)
 	}
-	if diff := cmp.Diff([]string{"io:a:1", "run:queued"}, withoutPolls(r.takeLog())); diff != "" {
+	if diff := cmp.Diff([]string{"run:after", "io:a:1"}, withoutPolls(r.takeLog())); diff != "" {
 		t.Errorf("second run (-want +got):\n%s", diff)
 	}
 }

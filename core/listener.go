@@ -141,13 +141,6 @@ func (ln *Listener) Close() error {
 // Fd returns the listening descriptor.
 func (ln *Listener) Fd() int { return ln.fd }
 
-// readyPhase makes the loop call Ready in the ready phase, behind the
-// callbacks queued before the poll, where asyncio's _process_events puts
-// the listening socket's reader handle, _accept_connection: a callback
-// that was ready when a connection came (one that closes the server, or
-// that is to run before the protocol factory) runs before it is accepted.
-func (ln *Listener) readyPhase() {}
-
 // Ready accepts up to backlog connections, then hands them to the sink. The
 // loop calls it only while fd is polled: serving, and not backing off.
 func (ln *Listener) Ready(Events) error {

@@ -59,28 +59,21 @@ type Hooks[T any] interface {
 
 // IO is a descriptor the core services itself (a Stream, Listener or
 // Datagram) rather than by queueing the embedder's items: the second kind of
-// watcher, next to AddReader/AddWriter. The core's own are readyPhaseIOs.
+// watcher, next to AddReader/AddWriter.
 type IO interface {
-	// Ready is called on the loop thread after the poll (once Poll returns,
-	// so with the embedder's lock held) and before the tick runs timers
-	// and ready items, with the events the descriptor is ready for among
-	// those it is registered for (for a readyPhaseIO, see there). It may register, modify and unregister
-	// any descriptor, its own included. A non-nil error ends Run at once,
-	// which returns it; events not yet dispatched in that poll are dropped
-	// (the poller is level-triggered: they are reported again).
+	// Ready is called on the loop thread in the ready phase, in the order
+	// of the callbacks, as a reader or writer handle queued by the poll
+	// would run: after the callbacks queued before the poll, so that one
+	// ready when the data came (a task about to create the future that
+	// data_received resolves, one that pauses or closes a transport or a
+	// server) runs first, as asyncio's _process_events orders them. It
+	// gets the events the poll reported among those the descriptor is
+	// still registered for then, and is not called if none are left (an
+	// IO unregistered meanwhile, as asyncio's remove_reader cancels a
+	// handle _ready holds). It may register, modify and unregister any
+	// descriptor, its own included. A non-nil error ends Run as a
+	// callback's does.
 	Ready(ev Events) error
-}
-
-// readyPhaseIO is an IO whose Ready is called in the ready phase instead,
-// in the order of the callbacks, as a handle queued by the poll: after the
-// callbacks queued before it, and only with the events it is still
-// registered for then. One that was unregistered meanwhile is not called,
-// as asyncio's remove_reader cancels a reader handle _ready holds. A
-// non-nil error ends Run as a callback's does. The transports and the
-// listener are such IOs (transport.readyPhase, Listener.readyPhase).
-type readyPhaseIO interface {
-	IO
-	readyPhase()
 }
 
 // InUseError reports a descriptor that is watched in the other way: by an
@@ -143,17 +136,15 @@ const (
 type watcher[T any] struct {
 	kind   watchKind
 	events Events // registered with the poller
-	// readyPhase: io is a readyPhaseIO. pending: the events polls
-	// reported for it that the ready phase has yet to handle; the watcher
-	// is queued in the task FIFO from when pending stops being empty until
-	// it runs.
-	readyPhase     bool
+	// pending: the events polls reported for an IO that the ready phase
+	// has yet to handle; the watcher is queued in the task FIFO from when
+	// pending stops being empty until it runs.
 	pending        Events
 	reader, writer T  // watchItems
 	io             IO // watchIO
 }
 
-// run calls a readyPhaseIO's Ready with what is still pending: nothing
+// run calls an IO's Ready with what is still pending: nothing
 // if it was unregistered, and only what it is still registered for.
 func (w *watcher[T]) run() error {
 	ev := w.pending
@@ -180,7 +171,7 @@ type Loop[T any] struct {
 	// be using the ready queue and the watchers.
 	polled []polledFD[T]
 	// tasks are Go calls deferred by IOs (a transport's connection-lost
-	// notification) and the watchers of readyPhaseIOs, run in FIFO order
+	// notification) and the watchers of ready IOs, run in FIFO order
 	// with the ready items, and taskTimers Go calls scheduled for later
 	// (a listener's accept retry); see deferred.go.
 	tasks      ready[queued]
@@ -264,10 +255,10 @@ func (l *Loop[T]) Run() error {
 //     the head of the heap);
 //  2. poll: not at all if callbacks are ready or the loop is stopping,
 //     until the first timer if there is one, else until an event;
-//  3. for each ready descriptor, queue its items' callbacks, or call its
-//     IO (with the lock held), or queue its readyPhaseIO (a transport,
-//     which reads and writes in step 5, or a listener, which accepts
-//     there, where asyncio runs the reader and writer handles);
+//  3. for each ready descriptor, queue its items' callbacks, or its IO
+//     (a transport, which reads and writes in step 5, or a listener,
+//     which accepts there, where asyncio runs the reader and writer
+//     handles);
 //  4. queue the timers due by now (plus the clock resolution), the
 //     embedder's and the core's own;
 //  5. run exactly the callbacks queued at this point, the embedder's items
@@ -418,8 +409,7 @@ func (l *Loop[T]) collect(fd int, ev Events) {
 
 // dispatch is where readiness is routed, for both kinds of watcher. Items
 // are queued, as asyncio's _process_events does (a cancelled item is removed
-// instead), and so is a readyPhaseIO, its watcher in the task FIFO; another
-// IO is called at once.
+// instead), and so is an IO, its watcher in the task FIFO.
 func (l *Loop[T]) dispatch(p polledFD[T]) error {
 	w, fd, ev := p.w, p.fd, p.ev
 	if w == nil || l.watchers.get(fd) != w {
@@ -430,9 +420,6 @@ func (l *Loop[T]) dispatch(p polledFD[T]) error {
 		// paused it.
 		if ev &= w.events; ev == 0 {
 			return nil
-		}
-		if !w.readyPhase {
-			return w.io.Ready(ev)
 		}
 		// Queued once: a readiness left pending by a Run that a callback
 		// cut short is queued already, ahead.
@@ -516,8 +503,7 @@ func (l *Loop[T]) Register(fd int, io IO, ev Events) error {
 	if err := l.poller.ctl(fd, 0, ev); err != nil {
 		return err
 	}
-	_, inReadyPhase := io.(readyPhaseIO)
-	l.watchers.set(fd, &watcher[T]{kind: watchIO, events: ev, io: io, readyPhase: inReadyPhase})
+	l.watchers.set(fd, &watcher[T]{kind: watchIO, events: ev, io: io})
 	return nil
 }
 

@@ -242,8 +242,8 @@ func (s *Stream) queue(b []byte) {
 	s.wb.append(b)
 }
 
-// Ready reads, then writes, in the ready phase (see transport's
-// readyPhase): the order of asyncio's _process_events.
+// Ready reads, then writes, in the ready phase (see IO): the order of
+// asyncio's _process_events.
 func (s *Stream) Ready(ev Events) error {
 	if ev&Read != 0 && s.interest&Read != 0 {
 		var err error

@@ -268,14 +268,6 @@ func (t *transport) deliverLost(err error) error {
 	return sink.Lost(err)
 }
 
-// readyPhase makes the loop call Ready in the ready phase, behind the
-// callbacks queued before the poll, where asyncio's _process_events puts
-// the fd's reader and writer handles: a callback that was ready when the
-// data came (a task about to create the future that data_received or
-// datagram_received resolves, one that pauses or closes the transport)
-// runs before the data is handed over, as on the stock loop.
-func (t *transport) readyPhase() {}
-
 // sync polls for what the transport wants now: reading once started and
 // until paused, closed or at EOF; writing while anything is buffered.
 func (t *transport) sync() error {
