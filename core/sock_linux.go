@@ -85,6 +85,17 @@ func read(fd int, b []byte) (int, error) {
 	return int(n), nil
 }
 
+// inQueue returns the bytes a stream socket holds unread (FIONREAD), as a
+// raw system call (see above).
+func inQueue(fd int) (int, error) {
+	var n int32
+	_, _, e := unix.RawSyscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCINQ, uintptr(unsafe.Pointer(&n)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
 // accept4 takes a connection off a listening socket, non-blocking and
 // close-on-exec, and leaves the peer's address in rsa: it returns the new
 // descriptor and the address's length. A raw system call as the reads and
