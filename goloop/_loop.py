@@ -488,8 +488,9 @@ class Loop(_goloop.LoopBase, asyncio.AbstractEventLoop):
     @property
     def _selector(self):
         # The selector transports' __repr__ asks it which events their fd
-        # is polled for.
-        return _WatchView(self)
+        # is polled for. asyncio's close() drops its selector, and a pipe
+        # transport that outlives the loop then says it is "open".
+        return None if self._closed else _WatchView(self)
 
     # Ready-based callback registration methods (_add_reader & co. are
     # native).
