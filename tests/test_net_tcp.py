@@ -620,16 +620,23 @@ def blocking_clients(server, n):
     return [socket.create_connection(addr, timeout=support.GUARD) for _ in range(n)]
 
 
+async def close_all(server, clients, protos):
+    """The clients close, their connections are lost, then the server
+    closes."""
+    for c in clients:
+        c.close()
+    for p in protos:
+        await wait(p.lost)
+    server.close()
+    await wait(server.wait_closed())
+
+
 async def accept_one(loop, factory=Recorder):
     """A server accepts one client, which closes; then the server closes."""
     accepting = Accepting(factory)
     server = await loop.create_server(accepting, "127.0.0.1", 0)
     (client,) = blocking_clients(server, 1)
-    proto = await accepting.next()
-    client.close()
-    await wait(proto.lost)
-    server.close()
-    await wait(server.wait_closed())
+    await close_all(server, [client], [await accepting.next()])
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
@@ -663,12 +670,7 @@ def test_accept_burst(loop, host):
                 "calls": {tuple(p.calls) for p in protos},
                 "distinct transports": len({id(p.transport) for p in protos}),
             }
-            for c in clients:
-                c.close()
-            for p in protos:
-                await wait(p.lost)
-            server.close()
-            await wait(server.wait_closed())
+            await close_all(server, clients, protos)
             return facts
         return support.run_guarded(lp, main())
 
@@ -899,12 +901,7 @@ def test_accept_burst_stopped_by_the_protocol_factory(loop, exc):
             for c in clients[1:]:
                 await lp.sock_sendall(c, b"ping")
                 outcomes.append(await wait(recv_exactly(lp, c, 4)))
-            for c in clients:
-                c.close()
-            for p in protos:
-                await wait(p.lost)
-            server.close()
-            await wait(server.wait_closed())
+            await close_all(server, clients, protos)
             return outcomes
 
         outcomes = support.run_guarded(lp, main())
