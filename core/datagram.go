@@ -140,14 +140,13 @@ func (d *Datagram) SendTo(b []byte, to Sockaddr) error {
 // buffer was flushed or dropped. What the socket refuses with EAGAIN is
 // dropped: asyncio queues it behind a writer that could run only after
 // connection_lost, which closes the socket. After Lost the embedder has
-// closed fd, and the send is dropped silently (asyncio's sendto fails on
-// the socket it has set to None then, an AttributeError, not a contract).
+// closed fd, and the send is counted and dropped as with SetDropWhenLost,
+// so that it is not lost silently: the embedder warns of such sends as
+// uvloop does. asyncio's sendto fails then on the socket it has set to
+// None, an AttributeError that is an accident of its code.
 func (d *Datagram) sendLost(b []byte, to Sockaddr) error {
-	switch {
-	case d.dropLost:
+	if d.dropLost || d.done {
 		d.lostWrites++
-		return nil
-	case d.done:
 		return nil
 	}
 	if err := sendto(d.fd, b, to); err != nil && !again(err) {

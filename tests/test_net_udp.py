@@ -474,6 +474,36 @@ def test_sendto_after_close_warns_from_the_fifth(loop, asyncio_log):
     assert scenario(loop) == expected
 
 
+def test_sendto_after_connection_lost_is_never_silent(loop, asyncio_log):
+    """Once connection_lost has run, an endpoint made without remote_addr
+    cannot send: each sendto() either raises (asyncio: an AttributeError
+    from the socket it has set to None, an accident of its code) or is
+    dropped and logged from the fifth on, as a connected endpoint's are
+    (goloop, as uvloop)."""
+    def scenario(lp):
+        async def main():
+            b, pb = await endpoint(lp, local_addr=("127.0.0.1", 0))
+            a, pa = await endpoint(lp, local_addr=("127.0.0.1", 0))
+            a.close()
+            await wait(pa.lost)
+            asyncio_log.clear()
+            to = b.get_extra_info("sockname")
+            raised = [support.raised(support.outcome(a.sendto, b"x", to)) is not None
+                      for _ in range(6)]
+            await iterations(3)
+            logged = [r.getMessage() for r in asyncio_log.records if r.levelno == logging.WARNING]
+            asyncio_log.clear()
+            result = (raised, logged, pb.datagrams)
+            await close(b)
+            return result
+        return support.run_guarded(lp, main())
+
+    raised, logged, received = scenario(loop)
+    assert received == []
+    assert raised == [True] * 6 or (
+        raised == [False] * 6 and logged == ["socket.send() raised exception."] * 2)
+
+
 @pytest.mark.parametrize("how", ["close", "abort"])
 @pytest.mark.parametrize("made_with", ["local_addr", "connected sock"])
 def test_sendto_after_close_without_remote_addr_still_sends(loop, how, made_with):
