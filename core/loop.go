@@ -177,6 +177,8 @@ type Loop[T any] struct {
 	tasks      ready[queued]
 	taskTimers timerHeap[*task]
 	rbuf       []byte       // the read buffer IOs share (readBuffer)
+	reader     StreamReader // reads runs of ready streams (batch.go); nil: each its own
+	batch      []*Stream    // the run readStreams hands over
 	iov        []unix.Iovec // the sendmsg iovecs streams share (iovecs)
 	stopping   bool
 	running    bool
@@ -386,6 +388,15 @@ func (l *Loop[T]) runReady() error {
 			k = min(n, int(int64(l.tasks.peek().at)-int64(l.ready.out)))
 		}
 		if k <= 0 {
+			if l.reader != nil {
+				done, err := l.readStreams(d)
+				if d -= done; err != nil {
+					return err
+				}
+				if done > 0 {
+					continue
+				}
+			}
 			d--
 			if err := l.tasks.pop().r.run(); err != nil {
 				return err

@@ -48,6 +48,9 @@ func (q *ready[T]) pushed() uint64 { return q.out + uint64(q.n) }
 // peek returns the oldest item; the caller checks len first.
 func (q *ready[T]) peek() T { return q.buf[q.head] }
 
+// at returns the i-th oldest item; the caller checks len first.
+func (q *ready[T]) at(i int) T { return q.buf[(q.head+i)&(len(q.buf)-1)] }
+
 // front returns up to n of the oldest items as one contiguous run of the
 // ring, without removing them (discard does, once they are consumed).
 func (q *ready[T]) front(n int) []T {

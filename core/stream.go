@@ -271,6 +271,13 @@ func (s *Stream) Ready(ev Events) error {
 	return nil
 }
 
+// plainReadable reports whether the stream's next readiness would be read
+// by read into the loop's buffer: reading, into a plain sink, the last read
+// not large. Those are the streams a StreamReader reads.
+func (s *Stream) plainReadable() bool {
+	return s.interest&Read != 0 && !s.readInto && !s.large
+}
+
 // read is _read_ready__data_received: one read per readiness, so that one
 // busy connection cannot starve the others; the poll is level-triggered,
 // so what is left is read on the next tick.

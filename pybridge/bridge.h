@@ -56,6 +56,7 @@ typedef struct {
     char idle;
     char closing;
     char reading;
+    char buffered;   /* a stream's protocol is a BufferedProtocol */
 } goloop_wstate;
 
 /* The protocol side of the native transports, called by the Go sinks. t is
@@ -96,6 +97,21 @@ typedef struct {
     int err;
 } goloop_readbuf;
 goloop_readbuf goloop_stream_read_buffered(PyObject *t, int fd);
+/* A run of plain streams made ready by one poll (core.StreamReader): each
+ * socket read into buf in turn and its bytes handed to data_received, up
+ * to the first that needs the core (see goloop_streams_read). */
+typedef struct {
+    PyObject *self;
+    int fd;
+} goloop_ready_stream;
+typedef struct {
+    long done;   /* streams finished before the one it stopped at */
+    int read;    /* that one was read: n bytes (delivered) or err */
+    long n;
+    int err;
+    int rc;      /* -1: an exception that stops the loop; done counts its stream */
+} goloop_run_result;
+goloop_run_result goloop_streams_read(goloop_ready_stream *run, long count, char *buf, long len);
 /* One buffer of writelines(), lent for the call. */
 typedef struct {
     char *buf;

@@ -24,6 +24,7 @@ func GoloopNew(intake *C.goloop_intake) (rc C.int) {
 		return fail(err)
 	}
 	l.core = c
+	c.SetStreamReader(l)
 	intake.wakefd = C.int(c.WakeFD())
 	return C.int(loops.add(l))
 }

@@ -35,6 +35,8 @@ type pyLoop struct {
 	listeners map[int]*pyListener
 	scratch   []*C.PyObject // reused by traverse
 	lines     [][]byte      // reused by a stream's writelines
+	// run is the transports and fds of the streams ReadStreams reads.
+	run []C.goloop_ready_stream
 	// lastYield is when Collect last yielded to the Go scheduler.
 	lastYield int64
 	collects  uint // Collect calls, to read the clock on every fourth

@@ -258,6 +258,48 @@ goloop_stream_read_buffered(PyObject *o, int fd)
     return res;
 }
 
+/* core.StreamReader: the streams one poll made ready, read and handed to
+ * data_received in turn with one call from Go instead of one each. Each is
+ * read only if it is still open, reading and a plain Protocol's once the
+ * callbacks before it have run, as the core's own read would find it;
+ * otherwise, and at EOF, an error or a large read (which the core follows
+ * with its lending), the rest is left to the core. */
+#define LARGE_READ (64 << 10)   /* core's largeRead */
+
+goloop_run_result
+goloop_streams_read(goloop_ready_stream *run, long count, char *buf, long len)
+{
+    goloop_run_result res = {0};
+    for (; res.done < count; res.done++) {
+        TransportObject *t = T(run[res.done].self);
+        if (!t->ws.reading || t->ws.closing || t->ws.buffered || t->protocol == NULL)
+            return res;
+        ssize_t n = read(run[res.done].fd, buf, (size_t)len);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                continue;   /* as the core's read: nothing until the next poll */
+            res.read = 1;
+            res.err = errno;
+            return res;
+        }
+        if (n == 0) {
+            res.read = 1;   /* EOF: the core calls eof_received */
+            return res;
+        }
+        if (goloop_stream_data((PyObject *)t, buf, (long)n) < 0) {
+            res.rc = -1;
+            res.done++;
+            return res;
+        }
+        if (n >= LARGE_READ) {
+            res.read = 1;
+            res.n = n;
+            return res;
+        }
+    }
+    return res;
+}
+
 /* --- methods ----------------------------------------------------------- */
 
 /* The outcome of a Go write (stream.go, writeResult). */

@@ -89,6 +89,7 @@ func GoloopStreamSetProtocol(id C.int, buffered C.int) (rc C.int) {
 	p := transportOf(id)
 	if p.s != nil {
 		p.s.SetSink(p.sinkFor(buffered != 0))
+		p.sync()
 	}
 	return 0
 }
@@ -292,6 +293,30 @@ func GoloopStreamReclaimFD(id C.int) (rc C.int) {
 
 func (p *pyTransport) Data(b []byte) error {
 	return p.returned(C.goloop_stream_data(p.self, (*C.char)(unsafe.Pointer(&b[0])), C.long(len(b))))
+}
+
+// ReadStreams is core.StreamReader's: the run of ready streams goes to C
+// in one crossing (stream.c, goloop_streams_read), which reads each socket
+// and calls data_received in turn. The streams are plain ones (the core
+// hands over no other), so each sink is the *pyTransport.
+func (l *pyLoop) ReadStreams(streams []*core.Stream, buf []byte) (int, bool, int, error, error) {
+	run := l.run[:0]
+	for _, s := range streams {
+		run = append(run, C.goloop_ready_stream{self: s.Sink().(*pyTransport).self, fd: C.int(s.Fd())})
+	}
+	l.run = run
+	r := C.goloop_streams_read(&run[0], C.long(len(run)), (*C.char)(unsafe.Pointer(&buf[0])), C.long(len(buf)))
+	clear(run)
+	l.collect()
+	switch {
+	case r.rc < 0:
+		return int(r.done), false, 0, nil, errPython
+	case r.read == 0:
+		return int(r.done), false, 0, nil, nil
+	case r.err != 0:
+		return int(r.done), true, 0, syscall.Errno(r.err), nil
+	}
+	return int(r.done), true, int(r.n), nil, nil
 }
 
 // LendBuffer and LentData make a plain Protocol's stream a

@@ -144,6 +144,8 @@ func (p *pyTransport) sync() {
 		p.ws.idle = cbool(!p.eof && !p.lent && !s.IsClosing() && s.GetWriteBufferSize() == 0)
 		p.ws.closing = cbool(s.IsClosing())
 		p.ws.reading = cbool(s.IsReading())
+		_, buffered := s.Sink().(bufferedSink)
+		p.ws.buffered = cbool(buffered)
 	case d != nil:
 		p.ws.idle = cbool(!d.IsLost() && d.Queued() == 0)
 		p.ws.closing = cbool(d.IsClosing())
