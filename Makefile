@@ -38,8 +38,10 @@ test-cgocheck2:
 bench: build
 	$(PYTHON) bench/run.py
 
+# The example imports goloop from this checkout, built in place: python puts
+# examples/, not the checkout, on sys.path.
 example: build
-	$(PYTHON) examples/hello.py
+	PYTHONPATH=$(CURDIR) $(PYTHON) examples/hello.py
 
 clean:
 	rm -f goloop/_goloop*.so goloop/_goloop*.h
