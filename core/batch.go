@@ -6,18 +6,19 @@ package core
 // C, where it spares a Go-to-C crossing per stream, and reads the socket
 // there as its write fast path sends (Loop.SetStreamReader).
 type StreamReader interface {
-	// ReadStreams reads streams[0], streams[1], ... into buf, one read
-	// each, delivering the bytes to the stream's sink as Stream.read
-	// would, and goes on while a read delivers fewer than largeRead bytes
-	// or finds nothing (EAGAIN). It stops at the first stream it finds
-	// closing, paused, or no longer a plain sink's (a callback before it
-	// in the run may have done that), leaving it unread (read false); or
-	// at the first read that ends in EOF or an error, or delivers
-	// largeRead bytes or more (read true, with the read's n and rerr, the
-	// bytes already delivered): the stream finishes that read. done is
+	// ReadStreams reads streams[0], streams[1], ... one read each: a
+	// plain sink's into buf, its bytes then delivered as Stream.read
+	// would; a ReadingStreamSink's as its ReadInto would. It goes on
+	// while a read finds nothing (EAGAIN) or delivers bytes, fewer than
+	// largeRead into a plain sink. It stops at the first stream it finds
+	// closing, paused, or no longer a batchable sink's (a callback before
+	// it in the run may have done that), leaving it untouched (began
+	// false); or at the first whose read it began but cannot finish: at
+	// EOF, an error, a large plain read, a buffer lent but not read into
+	// (began true, with the outcome for the stream to finish). done is
 	// the number of streams before that one; err, a sink's error, ends
 	// the run at once, with done counting the stream it came from.
-	ReadStreams(streams []*Stream, buf []byte) (done int, read bool, n int, rerr error, err error)
+	ReadStreams(streams []*Stream, buf []byte) (done int, began bool, o ReadOutcome, err error)
 }
 
 // maxBatch bounds one run handed to the StreamReader.
@@ -27,9 +28,9 @@ const maxBatch = 64
 func (l *Loop[T]) SetStreamReader(r StreamReader) { l.reader = r }
 
 // readStreams hands the run of ready streams at the head of the task FIFO
-// to the StreamReader: consecutive watchers of plain streams ready only for
-// reading, with no item queued between them, within the d tasks of this
-// tick. It returns how many tasks it consumed; 0 leaves the head to run as
+// to the StreamReader: consecutive watchers of batchable streams ready
+// only for reading, with no item queued between them, within the d tasks
+// of this tick. It returns how many tasks it consumed; 0 leaves the head to run as
 // usual (fewer than two such streams, where a run gains nothing).
 func (l *Loop[T]) readStreams(d int) (int, error) {
 	head := l.tasks.peek()
@@ -41,7 +42,7 @@ func (l *Loop[T]) readStreams(d int) (int, error) {
 			break
 		}
 		s, ok := w.io.(*Stream)
-		if !ok || !s.plainReadable() {
+		if !ok || !s.batchable() {
 			break
 		}
 		batch = append(batch, s)
@@ -51,11 +52,10 @@ func (l *Loop[T]) readStreams(d int) (int, error) {
 		clear(batch)
 		return 0, nil
 	}
-	done, read, n, rerr, err := l.reader.ReadStreams(batch, l.readBuffer())
+	done, began, o, err := l.reader.ReadStreams(batch, l.readBuffer())
 	var last *Stream
-	if read && err == nil {
+	if began && err == nil {
 		last = batch[done]
-		last.large = n >= largeRead
 		done++
 	}
 	clear(batch)
@@ -65,5 +65,5 @@ func (l *Loop[T]) readStreams(d int) (int, error) {
 	if err != nil || last == nil {
 		return done, err
 	}
-	return done, last.afterRead(n, rerr)
+	return done, last.finishRead(o)
 }

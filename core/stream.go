@@ -48,12 +48,23 @@ type BufferedStreamSink interface {
 // itself: ReadInto is GetBuffer(-1) and, when the stream is still open
 // after it (not closing), the read of fd into that buffer and
 // BufferUpdated, all in one call. The bridge makes it one crossing into C
-// instead of two. read reports whether the sink went past GetBuffer: then
-// n and rerr are the read's (n 0 with a nil rerr: EOF); else buf and err
-// are GetBuffer's, and the stream goes on as with GetBuffer.
+// instead of two. The outcome says how far the sink went; err is a
+// GetBuffer's or BufferUpdated's, and ends the read there.
 type ReadingStreamSink interface {
 	BufferedStreamSink
-	ReadInto(fd int) (buf []byte, read bool, n int, rerr error, err error)
+	ReadInto(fd int) (ReadOutcome, error)
+}
+
+// ReadOutcome is how far a ReadingStreamSink or a StreamReader took a
+// stream's read, for the stream to finish it. Read: the read was made and
+// its N bytes delivered, or it failed with Err (N 0 and Err nil: EOF).
+// Else the sink called GetBuffer, which lent Lent, not read into yet (nil:
+// GetBuffer failed the stream).
+type ReadOutcome struct {
+	Read bool
+	N    int
+	Err  error
+	Lent []byte
 }
 
 // LendingStreamSink is a plain StreamSink (not a BufferedStreamSink) that
@@ -271,11 +282,19 @@ func (s *Stream) Ready(ev Events) error {
 	return nil
 }
 
-// plainReadable reports whether the stream's next readiness would be read
-// by read into the loop's buffer: reading, into a plain sink, the last read
-// not large. Those are the streams a StreamReader reads.
-func (s *Stream) plainReadable() bool {
-	return s.interest&Read != 0 && !s.readInto && !s.large
+// batchable reports whether the stream's next readiness can be read by a
+// StreamReader: reading, into a plain sink whose last read was not large
+// (a large one is followed by the sink's lending), or into a
+// ReadingStreamSink.
+func (s *Stream) batchable() bool {
+	if s.interest&Read == 0 {
+		return false
+	}
+	if s.readInto {
+		_, ok := s.sink.(ReadingStreamSink)
+		return ok
+	}
+	return !s.large
 }
 
 // read is _read_ready__data_received: one read per readiness, so that one
@@ -308,31 +327,37 @@ func (s *Stream) read() error {
 // readIntoSink is _read_ready__get_buffer.
 func (s *Stream) readIntoSink() error {
 	bs := s.sink.(BufferedStreamSink)
-	var buf []byte
-	var err error
 	if rs, ok := bs.(ReadingStreamSink); ok {
-		var read bool
-		var n int
-		var rerr error
-		if buf, read, n, rerr, err = rs.ReadInto(s.fd); read && err == nil {
-			return s.afterRead(n, rerr)
+		o, err := rs.ReadInto(s.fd)
+		if err != nil {
+			return err
 		}
-	} else {
-		buf, err = bs.GetBuffer(-1)
+		return s.finishRead(o)
 	}
+	buf, err := bs.GetBuffer(-1)
 	if err != nil {
 		return err
 	}
-	if len(buf) == 0 {
+	return s.finishRead(ReadOutcome{Lent: buf})
+}
+
+// finishRead finishes a read that a sink or a StreamReader began.
+func (s *Stream) finishRead(o ReadOutcome) error {
+	if o.Read {
+		s.large = !s.readInto && o.N >= largeRead
+		return s.afterRead(o.N, o.Err)
+	}
+	if len(o.Lent) == 0 {
 		if !s.lost {
 			return s.ForceClose(ErrEmptyBuffer)
 		}
 		return nil
 	}
+	bs := s.sink.(BufferedStreamSink)
 	if s.lost { // the sink failed the stream, yet lent a buffer
 		return bs.BufferUpdated(0)
 	}
-	return s.readLent(buf, bs.BufferUpdated)
+	return s.readLent(o.Lent, bs.BufferUpdated)
 }
 
 // readLent reads into memory the sink lent and gives it back through

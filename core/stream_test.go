@@ -329,15 +329,21 @@ func (l *lender) giveBack(hook string, n int) []byte {
 }
 
 // bufSink is a BufferedStreamSink over a sink, reading into buffers of
-// size bytes.
+// size bytes; get, if set, runs in GetBuffer before it lends.
 type bufSink struct {
 	lender
 	size int
+	get  func() error
 }
 
 func (b *bufSink) GetBuffer(hint int) ([]byte, error) {
 	if hint != -1 {
 		b.r.t.Errorf("GetBuffer hint %d, want -1", hint)
+	}
+	if b.get != nil {
+		if err := b.get(); err != nil {
+			return nil, err
+		}
 	}
 	return b.lend("GetBuffer", b.size), nil
 }
@@ -359,16 +365,16 @@ type readSink struct {
 	s *core.Stream // set once made
 }
 
-func (k *readSink) ReadInto(fd int) ([]byte, bool, int, error, error) {
+func (k *readSink) ReadInto(fd int) (core.ReadOutcome, error) {
 	buf, err := k.GetBuffer(-1)
 	if err != nil || len(buf) == 0 || k.s.IsClosing() {
-		return buf, false, 0, nil, err
+		return core.ReadOutcome{Lent: buf}, err
 	}
 	n, rerr := unix.Read(fd, buf)
 	if rerr != nil {
 		n = 0
 	}
-	return nil, true, n, rerr, k.BufferUpdated(n)
+	return core.ReadOutcome{Read: true, N: n, Err: rerr}, k.BufferUpdated(n)
 }
 
 // lendSink is a LendingStreamSink over a sink: reads the stream expects to

@@ -87,28 +87,35 @@ typedef struct {
 } goloop_getbuf;
 goloop_getbuf goloop_stream_get_buffer(PyObject *t);
 int goloop_stream_buffer_updated(PyObject *t, long n);   /* n == 0: release only */
-/* get_buffer(), then, if the stream is still open, the read of fd into the
- * buffer and buffer_updated(): read says whether it went that far, n and err
- * (an errno) are the read's; got.rc is the last call's. */
+/* How far a read went (core.ReadOutcome): read, its n bytes delivered, or
+ * err (an errno; n 0 without one: EOF); else lent, the len bytes
+ * get_buffer() lent, not read into (NULL: get_buffer() failed the stream). */
 typedef struct {
-    goloop_getbuf got;
     int read;
     long n;
     int err;
+    char *lent;
+    long len;
+} goloop_read_outcome;
+/* get_buffer(), then, if the stream is still open, the read of fd into the
+ * buffer and buffer_updated(); rc is the last call's. */
+typedef struct {
+    goloop_read_outcome out;
+    int rc;
 } goloop_readbuf;
 goloop_readbuf goloop_stream_read_buffered(PyObject *t, int fd);
-/* A run of plain streams made ready by one poll (core.StreamReader): each
- * socket read into buf in turn and its bytes handed to data_received, up
- * to the first that needs the core (see goloop_streams_read). */
+/* A run of streams made ready by one poll (core.StreamReader): each read in
+ * turn, a plain stream's socket into buf and its bytes handed to
+ * data_received, a BufferedProtocol's as goloop_stream_read_buffered does,
+ * up to the first that needs the core (see goloop_streams_read). */
 typedef struct {
     PyObject *self;
     int fd;
 } goloop_ready_stream;
 typedef struct {
     long done;   /* streams finished before the one it stopped at */
-    int read;    /* that one was read: n bytes (delivered) or err */
-    long n;
-    int err;
+    int began;   /* that one's read was begun: out says how far */
+    goloop_read_outcome out;
     int rc;      /* -1: an exception that stops the loop; done counts its stream */
 } goloop_run_result;
 goloop_run_result goloop_streams_read(goloop_ready_stream *run, long count, char *buf, long len);

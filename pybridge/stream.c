@@ -244,58 +244,75 @@ goloop_readbuf
 goloop_stream_read_buffered(PyObject *o, int fd)
 {
     goloop_readbuf res = {0};
-    res.got = goloop_stream_get_buffer(o);
-    if (res.got.rc < 0 || res.got.buf == NULL || T(o)->ws.closing)
+    goloop_getbuf got = goloop_stream_get_buffer(o);
+    res.rc = got.rc;
+    if (got.rc < 0 || got.buf == NULL || T(o)->ws.closing) {
+        res.out.lent = got.buf;
+        res.out.len = got.len;
         return res;
-    ssize_t n = read(fd, res.got.buf, (size_t)res.got.len);
-    res.read = 1;
+    }
+    ssize_t n = read(fd, got.buf, (size_t)got.len);
+    res.out.read = 1;
     if (n < 0) {
-        res.err = errno;
+        res.out.err = errno;
         n = 0;
     }
-    res.n = n;
-    res.got.rc = goloop_stream_buffer_updated(o, (long)n);
+    res.out.n = n;
+    res.rc = goloop_stream_buffer_updated(o, (long)n);
     return res;
 }
 
-/* core.StreamReader: the streams one poll made ready, read and handed to
- * data_received in turn with one call from Go instead of one each. Each is
- * read only if it is still open, reading and a plain Protocol's once the
- * callbacks before it have run, as the core's own read would find it;
- * otherwise, and at EOF, an error or a large read (which the core follows
- * with its lending), the rest is left to the core. */
 #define LARGE_READ (64 << 10)   /* core's largeRead */
 
+/* As the core's read: nothing until the next poll. */
+static int
+read_again(int err)
+{
+    return err == EAGAIN || err == EWOULDBLOCK || err == EINTR;
+}
+
+/* core.StreamReader: the streams one poll made ready, read in turn with
+ * one call from Go instead of one each: a plain Protocol's socket read and
+ * its bytes handed to data_received, a BufferedProtocol's read as
+ * goloop_stream_read_buffered does. Each is read only if it is still open
+ * and reading once the callbacks before it have run, as the core's own
+ * read would find it; otherwise the rest is left to the core. So is a read
+ * begun but not finished here: at EOF, an error, a plain read large enough
+ * that the core follows it with its lending, a buffer get_buffer() lent
+ * while closing the transport. */
 goloop_run_result
 goloop_streams_read(goloop_ready_stream *run, long count, char *buf, long len)
 {
     goloop_run_result res = {0};
     for (; res.done < count; res.done++) {
         TransportObject *t = T(run[res.done].self);
-        if (!t->ws.reading || t->ws.closing || t->ws.buffered || t->protocol == NULL)
+        int fd = run[res.done].fd, buffered = t->ws.buffered;
+        if (!t->ws.reading || t->ws.closing || t->protocol == NULL)
             return res;
-        ssize_t n = read(run[res.done].fd, buf, (size_t)len);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-                continue;   /* as the core's read: nothing until the next poll */
-            res.read = 1;
-            res.err = errno;
-            return res;
+        if (buffered) {
+            goloop_readbuf r = goloop_stream_read_buffered((PyObject *)t, fd);
+            res.out = r.out;
+            if (r.rc < 0) {
+                res.rc = -1;
+                res.done++;
+                return res;
+            }
+        } else {
+            ssize_t n = read(fd, buf, (size_t)len);
+            res.out.read = 1;
+            res.out.err = n < 0 ? errno : 0;
+            res.out.n = n < 0 ? 0 : n;
+            if (n > 0 && goloop_stream_data((PyObject *)t, buf, (long)n) < 0) {
+                res.rc = -1;
+                res.done++;
+                return res;
+            }
         }
-        if (n == 0) {
-            res.read = 1;   /* EOF: the core calls eof_received */
-            return res;
-        }
-        if (goloop_stream_data((PyObject *)t, buf, (long)n) < 0) {
-            res.rc = -1;
-            res.done++;
-            return res;
-        }
-        if (n >= LARGE_READ) {
-            res.read = 1;
-            res.n = n;
-            return res;
-        }
+        if (res.out.read && (res.out.err ? read_again(res.out.err) :
+                             res.out.n > 0 && (buffered || res.out.n < LARGE_READ)))
+            continue;
+        res.began = 1;
+        return res;
     }
     return res;
 }

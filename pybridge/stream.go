@@ -74,6 +74,11 @@ func GoloopStreamOf(loopID C.int, fd C.int) *C.PyObject {
 	if s == nil {
 		return nil
 	}
+	return selfOf(s)
+}
+
+// selfOf is the transport object of a stream of the bridge's, or NULL.
+func selfOf(s *core.Stream) *C.PyObject {
 	switch sink := s.Sink().(type) {
 	case *pyTransport:
 		return sink.self
@@ -297,26 +302,33 @@ func (p *pyTransport) Data(b []byte) error {
 
 // ReadStreams is core.StreamReader's: the run of ready streams goes to C
 // in one crossing (stream.c, goloop_streams_read), which reads each socket
-// and calls data_received in turn. The streams are plain ones (the core
-// hands over no other), so each sink is the *pyTransport.
-func (l *pyLoop) ReadStreams(streams []*core.Stream, buf []byte) (int, bool, int, error, error) {
+// and calls data_received, or get_buffer and buffer_updated, in turn.
+func (l *pyLoop) ReadStreams(streams []*core.Stream, buf []byte) (int, bool, core.ReadOutcome, error) {
 	run := l.run[:0]
 	for _, s := range streams {
-		run = append(run, C.goloop_ready_stream{self: s.Sink().(*pyTransport).self, fd: C.int(s.Fd())})
+		run = append(run, C.goloop_ready_stream{self: selfOf(s), fd: C.int(s.Fd())})
 	}
 	l.run = run
 	r := C.goloop_streams_read(&run[0], C.long(len(run)), (*C.char)(unsafe.Pointer(&buf[0])), C.long(len(buf)))
 	clear(run)
 	l.collect()
-	switch {
-	case r.rc < 0:
-		return int(r.done), false, 0, nil, errPython
-	case r.read == 0:
-		return int(r.done), false, 0, nil, nil
-	case r.err != 0:
-		return int(r.done), true, 0, syscall.Errno(r.err), nil
+	if r.rc < 0 {
+		return int(r.done), false, core.ReadOutcome{}, errPython
 	}
-	return int(r.done), true, int(r.n), nil, nil
+	return int(r.done), r.began != 0, outcome(r.out), nil
+}
+
+// outcome is the core's ReadOutcome of a C read (goloop_read_outcome).
+func outcome(o C.goloop_read_outcome) core.ReadOutcome {
+	switch {
+	case o.read == 0 && o.lent == nil:
+		return core.ReadOutcome{}
+	case o.read == 0:
+		return core.ReadOutcome{Lent: unsafe.Slice((*byte)(unsafe.Pointer(o.lent)), int(o.len))}
+	case o.err != 0:
+		return core.ReadOutcome{Read: true, Err: syscall.Errno(o.err)}
+	}
+	return core.ReadOutcome{Read: true, N: int(o.n)}
 }
 
 // LendBuffer and LentData make a plain Protocol's stream a
@@ -356,22 +368,13 @@ func (b bufferedSink) GetBuffer(hint int) ([]byte, error) {
 
 // ReadInto makes get_buffer(), the read and buffer_updated() one crossing
 // (stream.c, goloop_stream_read_buffered).
-func (b bufferedSink) ReadInto(fd int) ([]byte, bool, int, error, error) {
+func (b bufferedSink) ReadInto(fd int) (core.ReadOutcome, error) {
 	r := C.goloop_stream_read_buffered(b.self, C.int(fd))
 	b.loop.collect()
-	switch {
-	case r.got.rc < 0:
-		return nil, false, 0, nil, errPython
-	case r.read != 0:
-		var rerr error
-		if r.err != 0 {
-			rerr = syscall.Errno(r.err)
-		}
-		return nil, true, int(r.n), rerr, nil
-	case r.got.buf == nil:
-		return nil, false, 0, nil, nil // the protocol failed and the stream is force-closed
+	if r.rc < 0 {
+		return core.ReadOutcome{}, errPython
 	}
-	return unsafe.Slice((*byte)(unsafe.Pointer(r.got.buf)), int(r.got.len)), false, 0, nil, nil
+	return outcome(r.out), nil
 }
 
 func (b bufferedSink) BufferUpdated(n int) error {

@@ -1480,6 +1480,54 @@ def test_callbacks_ready_before_the_data_run_first(loop, side, factory):
     support.run_guarded(loop, main())
 
 
+class Tagged:
+    """An order list for an OrderRecorder that names its connection, and
+    runs then() on the connection's first event."""
+
+    def __init__(self, order, name, then=None):
+        self.order, self.name, self.then = order, name, then
+
+    def append(self, event):
+        self.order.append(f"{self.name}:{event}")
+        if self.then is not None:
+            self.then()
+            self.then = None
+
+
+@pytest.mark.parametrize("kinds", ("PPP", "BBB", "PBP", "BPB"))
+def test_connections_ready_in_one_poll_are_read_in_turn(loop, kinds):
+    """The connections one poll finds readable get their bytes in turn, as
+    asyncio's reader handles queued by that poll deliver them: the first
+    one's callback pausing the second holds back the second's bytes, and
+    closing the third drops its bytes; resume_reading() delivers the
+    held ones (P: a Protocol, B: a BufferedProtocol)."""
+    factories = {"P": OrderRecorder, "B": BufferedOrderRecorder}
+
+    async def main():
+        async with contextlib.AsyncExitStack() as stack:
+            conns = [await stack.enter_async_context(connection(loop, "server", factories[k]))
+                     for k in kinds + "P"]
+            (a, pa, _), (b, pb, _), (c, pc, _), (d, pd, _) = conns
+            order = []
+
+            def pause_and_close():
+                b.pause_reading()
+                c.close()
+
+            pa.order = Tagged(order, "a", pause_and_close)
+            pb.order, pc.order, pd.order = (Tagged(order, n) for n in "bcd")
+            for transport, _, peer in conns:
+                waiting_at_the_poll(transport, peer, b"xy")
+            await iterations(3)
+            assert order == ["a:data", "d:data"]
+            b.resume_reading()
+            assert await wait(pc.lost) is None
+            await iterations(3)
+            assert order == ["a:data", "d:data", "b:data"]
+            assert bytes(pb.received) == b"xy" and bytes(pc.received) == b""
+    support.run_guarded(loop, main())
+
+
 @pytest.mark.parametrize("side", SIDES)
 def test_pause_reading_ready_before_the_data_holds_it(loop, side):
     """pause_reading() in a callback that was ready before the poll holds
