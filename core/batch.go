@@ -33,16 +33,15 @@ func (l *Loop[T]) SetStreamReader(r StreamReader) { l.reader = r }
 // of this tick. It returns how many tasks it consumed; 0 leaves the head to run as
 // usual (fewer than two such streams, where a run gains nothing).
 func (l *Loop[T]) readStreams(d int) (int, error) {
-	head := l.tasks.peek()
+	at := l.tasks.peek().at
+	m := min(d, maxBatch, l.tasks.len())
+	if m < 2 || l.readable(1, at) == nil {
+		return 0, nil // the common case of one ready stream, told cheaply
+	}
 	batch := l.batch[:0]
-	for i := 0; i < min(d, maxBatch, l.tasks.len()); i++ {
-		q := l.tasks.at(i)
-		w, ok := q.r.(*watcher[T])
-		if !ok || q.at != head.at || w.pending != Read {
-			break
-		}
-		s, ok := w.io.(*Stream)
-		if !ok || !s.batchable() {
+	for i := 0; i < m; i++ {
+		s := l.readable(i, at)
+		if s == nil {
 			break
 		}
 		batch = append(batch, s)
@@ -66,4 +65,19 @@ func (l *Loop[T]) readStreams(d int) (int, error) {
 		return done, err
 	}
 	return done, last.finishRead(o)
+}
+
+// readable returns the stream whose watcher is task i if it is ready only
+// for reading, batchable, and was queued with no item between it and the
+// head (at); else nil.
+func (l *Loop[T]) readable(i int, at uint64) *Stream {
+	q := l.tasks.at(i)
+	w, ok := q.r.(*watcher[T])
+	if !ok || q.at != at || w.pending != Read {
+		return nil
+	}
+	if s, ok := w.io.(*Stream); ok && s.batchable() {
+		return s
+	}
+	return nil
 }
