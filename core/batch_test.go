@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"errors"
+	"strconv"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -55,6 +56,14 @@ func (f *runReader) read(s *core.Stream, buf []byte) (core.ReadOutcome, error) {
 	return o, k.Data(buf[:n])
 }
 
+// wantRuns checks the sizes of the runs the reader was handed.
+func (f *runReader) wantRuns(t *testing.T, want ...int) {
+	t.Helper()
+	if diff := cmp.Diff(want, f.runs); diff != "" {
+		t.Errorf("runs (-want +got):\n%s", diff)
+	}
+}
+
 // readRun starts three streams, a, b and c, whose peers wrote before the
 // poll (c's peer shut down instead when eofC), with a StreamReader set; a
 // callback queued before the poll runs first. b's sink is a readSink when
@@ -95,13 +104,16 @@ func readRun(t *testing.T, eofC, bufB bool) (*recorder, *runReader, [3]*core.Str
 }
 
 // TestReadRunOneCall: streams ready in one poll are read by one call of
-// the StreamReader, behind the callbacks queued before the poll.
+// the StreamReader, behind the callbacks queued before the poll; a
+// BufferedProtocol's stream among them too.
 func TestReadRunOneCall(t *testing.T) {
-	r, f, _, ks, _ := readRun(t, false, false)
-	ks[2].data = func(b []byte) error { ks[2].logf("data:%s", b); r.l.Stop(); return nil }
-	r.runExpecting("run:before", "a:data:1", "b:data:1", "c:data:c")
-	if diff := cmp.Diff([]int{3}, f.runs); diff != "" {
-		t.Errorf("runs (-want +got):\n%s", diff)
+	for _, bufB := range []bool{false, true} {
+		t.Run("buffered-b="+strconv.FormatBool(bufB), func(t *testing.T) {
+			r, f, _, ks, _ := readRun(t, false, bufB)
+			ks[2].data = func(b []byte) error { ks[2].logf("data:%s", b); r.l.Stop(); return nil }
+			r.runExpecting("run:before", "a:data:1", "b:data:1", "c:data:c")
+			f.wantRuns(t, 3)
+		})
 	}
 }
 
@@ -113,9 +125,7 @@ func TestReadRunStopsAtPaused(t *testing.T) {
 	ks[0].data = func(b []byte) error { ks[0].logf("data:%s", b); return ss[1].PauseReading() }
 	ks[2].data = func(b []byte) error { ks[2].logf("data:%s", b); r.l.Stop(); return nil }
 	r.runExpecting("run:before", "a:data:a", "c:data:c")
-	if diff := cmp.Diff([]int{3}, f.runs); diff != "" {
-		t.Errorf("runs (-want +got):\n%s", diff)
-	}
+	f.wantRuns(t, 3)
 }
 
 // TestReadRunEOF: a read that meets EOF ends the run there; the stream
@@ -124,9 +134,7 @@ func TestReadRunEOF(t *testing.T) {
 	r, f, _, ks, _ := readRun(t, true, false)
 	ks[2].lost = func(error) error { r.l.Stop(); return nil }
 	r.runExpecting("run:before", "a:data:1", "b:data:1", "c:eof", "c:lost:nil")
-	if diff := cmp.Diff([]int{3}, f.runs); diff != "" {
-		t.Errorf("runs (-want +got):\n%s", diff)
-	}
+	f.wantRuns(t, 3)
 }
 
 // TestReadRunErrorEndsRun: a sink's error ends Run at once; the streams
@@ -140,20 +148,7 @@ func TestReadRunErrorEndsRun(t *testing.T) {
 	}
 	ks[2].data = func(b []byte) error { ks[2].logf("data:%s", b); r.l.Stop(); return nil }
 	r.runExpecting("run:before", "a:data:a", "b:data:1", "c:data:c")
-	if diff := cmp.Diff([]int{3, 2}, f.runs); diff != "" {
-		t.Errorf("runs (-want +got):\n%s", diff)
-	}
-}
-
-// TestReadRunBuffered: a BufferedProtocol's stream is read in the same
-// call as the plain ones around it.
-func TestReadRunBuffered(t *testing.T) {
-	r, f, _, ks, _ := readRun(t, false, true)
-	ks[2].data = func(b []byte) error { ks[2].logf("data:%s", b); r.l.Stop(); return nil }
-	r.runExpecting("run:before", "a:data:1", "b:data:1", "c:data:c")
-	if diff := cmp.Diff([]int{3}, f.runs); diff != "" {
-		t.Errorf("runs (-want +got):\n%s", diff)
-	}
+	f.wantRuns(t, 3, 2)
 }
 
 // TestReadRunBufferLentUnread: a get_buffer() that closes its transport
@@ -164,7 +159,5 @@ func TestReadRunBufferLentUnread(t *testing.T) {
 	rk.get = func() error { ks[1].logf("get"); return ss[1].Close() }
 	ks[1].lost = func(error) error { r.l.Stop(); return nil }
 	r.runExpecting("run:before", "a:data:1", "b:get", "b:data:1", "c:data:1", "b:lost:nil")
-	if diff := cmp.Diff([]int{3}, f.runs); diff != "" {
-		t.Errorf("runs (-want +got):\n%s", diff)
-	}
+	f.wantRuns(t, 3)
 }
