@@ -30,8 +30,9 @@ func (l *Loop[T]) SetStreamReader(r StreamReader) { l.reader = r }
 // readStreams hands the run of ready streams at the head of the task FIFO
 // to the StreamReader: consecutive watchers of batchable streams ready
 // only for reading, with no item queued between them, within the d tasks
-// of this tick. It returns how many tasks it consumed; 0 leaves the head to run as
-// usual (fewer than two such streams, where a run gains nothing).
+// of this tick. It returns how many tasks it consumed; 0 leaves the head
+// to run as usual (fewer than two such streams, where a run gains
+// nothing).
 func (l *Loop[T]) readStreams(d int) (int, error) {
 	at := l.tasks.peek().at
 	m := min(d, maxBatch, l.tasks.len())
