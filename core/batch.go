@@ -1,5 +1,11 @@
 package core
 
+import (
+	"math"
+
+	"golang.org/x/sys/unix"
+)
+
 // StreamReader reads a run of streams for the loop, one call for all of
 // them: the streams made ready by one poll, read in turn, each right after
 // the previous one's bytes were handed over. The bridge implements it in
@@ -21,11 +27,84 @@ type StreamReader interface {
 	ReadStreams(streams []*Stream, buf []byte) (done int, began bool, o ReadOutcome, err error)
 }
 
+// PollReader is a StreamReader that also makes the loop's blocking poll,
+// in place of Hooks.Poll while streams are registered, and reads in the
+// same call the streams it found ready. A busy server's tick then crosses
+// into the embedder once instead of twice (the poll, then the reads), and
+// skips the core's dispatch.
+type PollReader interface {
+	StreamReader
+	// PollRead is Hooks.Poll, with epoll_wait's count in N. It may also
+	// read the streams the poll found ready, in the order reported, when
+	// every event is a stream's, ready only for reading (no other
+	// descriptor, no error or hang-up), and nothing is to run before
+	// them: no callback queued by another thread during the wait, no
+	// timer due (due is when the first one is, +Inf if there is none). It
+	// reads them as ReadStreams reads a run, except that a stream a
+	// callback before it paused or closed is skipped, as the ready phase
+	// would skip it, and that a read it began but cannot finish is handed
+	// back in Began and Out (a sink's error in Err). Then it sets Read
+	// and zeroes the Events of every event it returned. Those after a
+	// Began or an Err are dropped: the poll is level-triggered and reports
+	// them again, while their descriptors may have been closed and reused
+	// by the callbacks already run.
+	//
+	// Such a tick ends with the reads, so what their callbacks queued
+	// runs on the next one, as asyncio runs it on the iteration after the
+	// one that ran the reader handles.
+	PollRead(epfd int, events []unix.EpollEvent, msec int, due float64, buf []byte) (PolledRun, error)
+}
+
+// PolledRun is what a PollRead read; see there.
+type PolledRun struct {
+	N     int
+	Read  bool
+	Began *Stream
+	Out   ReadOutcome
+	Err   error
+}
+
 // maxBatch bounds one run handed to the StreamReader.
 const maxBatch = 64
 
-// SetStreamReader makes the loop hand runs of ready streams to r.
-func (l *Loop[T]) SetStreamReader(r StreamReader) { l.reader = r }
+// SetStreamReader makes the loop hand runs of ready streams to r, and
+// its blocking polls too if r is a PollReader.
+func (l *Loop[T]) SetStreamReader(r StreamReader) {
+	l.reader = r
+	l.pollReader, _ = r.(PollReader)
+}
+
+// blockingPoll is the poll the loop blocks in: PollRead while streams are
+// registered, which is when it can find any to read.
+func (l *Loop[T]) blocker() blockingPoll {
+	if l.pollReader != nil && l.streams > 0 {
+		return l.pollRead
+	}
+	return l.hooks.Poll
+}
+
+func (l *Loop[T]) pollRead(epfd int, events []unix.EpollEvent, msec int) (int, error) {
+	due, ok := l.nextTimer()
+	if !ok {
+		due = math.Inf(1)
+	}
+	r, err := l.pollReader.PollRead(epfd, events, msec, due, l.readBuffer())
+	l.polledRun = r
+	return r.N, err
+}
+
+// endPolledRun ends a tick whose poll read the streams it found ready.
+func (l *Loop[T]) endPolledRun() error {
+	r := l.polledRun
+	l.polledRun = PolledRun{}
+	switch {
+	case r.Err != nil:
+		return r.Err
+	case r.Began != nil:
+		return r.Began.finishRead(r.Out)
+	}
+	return nil
+}
 
 // readStreams hands the run of ready streams at the head of the task FIFO
 // to the StreamReader: consecutive watchers of batchable streams ready

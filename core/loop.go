@@ -178,6 +178,9 @@ type Loop[T any] struct {
 	taskTimers timerHeap[*task]
 	rbuf       []byte       // the read buffer IOs share (readBuffer)
 	reader     StreamReader // reads runs of ready streams (batch.go); nil: each its own
+	pollReader PollReader   // reader, if it also polls
+	polledRun  PolledRun    // what the last PollRead read
+	streams    int          // registered Streams
 	batch      []*Stream    // the run readStreams hands over
 	iov        []unix.Iovec // the sendmsg iovecs streams share (iovecs)
 	stopping   bool
@@ -256,7 +259,9 @@ func (l *Loop[T]) Run() error {
 //  1. drop cancelled timers (all of them if they are many, else those at
 //     the head of the heap);
 //  2. poll: not at all if callbacks are ready or the loop is stopping,
-//     until the first timer if there is one, else until an event;
+//     until the first timer if there is one, else until an event (a
+//     PollReader's poll may read the streams it finds ready, and the tick
+//     ends there: they were all its ready phase had to run);
 //  3. for each ready descriptor, queue its items' callbacks, or its IO
 //     (a transport, which reads and writes in step 5, or a listener,
 //     which accepts there, where asyncio runs the reader and writer
@@ -318,9 +323,12 @@ func (l *Loop[T]) tick() error {
 		// more when they are gone: one clock read saved per tick.
 		l.lastPoll = Now()
 	}
-	_, sig, err := l.poller.wait(msec, l.hooks.Poll, l.collect)
+	_, sig, err := l.poller.wait(msec, l.blocker(), l.collect)
 	if err != nil {
 		return err
+	}
+	if l.polledRun.Read {
+		return l.endPolledRun()
 	}
 	// Callbacks another thread queued while this one slept run in this tick,
 	// as asyncio's call_soon_threadsafe appends straight to _ready.
@@ -515,7 +523,15 @@ func (l *Loop[T]) Register(fd int, io IO, ev Events) error {
 		return err
 	}
 	l.watchers.set(fd, &watcher[T]{kind: watchIO, events: ev, io: io})
+	l.countStream(io, 1)
 	return nil
+}
+
+// countStream keeps the count of registered Streams (see blocker).
+func (l *Loop[T]) countStream(io IO, delta int) {
+	if _, ok := io.(*Stream); ok {
+		l.streams += delta
+	}
 }
 
 // Modify changes the events an IO's fd is polled for. On a closed loop it
@@ -553,6 +569,7 @@ func (l *Loop[T]) Unregister(fd int) error {
 		return nil
 	}
 	l.watchers.del(fd)
+	l.countStream(w.io, -1)
 	w.pending = 0 // see Modify; an IO registered later has a watcher of its own
 	return l.poller.ctl(fd, w.events, 0)
 }
@@ -679,6 +696,7 @@ func (l *Loop[T]) Clear() {
 		l.poller.ctl(fd, w.events, 0) // the fd may be closed already: nothing to report
 		if w.kind == watchIO {
 			l.watchers.del(fd)
+			l.countStream(w.io, -1)
 			continue
 		}
 		if w.events&Read != 0 {

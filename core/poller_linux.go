@@ -99,8 +99,8 @@ func (p *poller) ctl(fd int, old, new Events) error {
 	return nil
 }
 
-// blockingPoll is epoll_wait(2) for a poll that may block: Hooks.Poll,
-// which gives up the embedder's lock around it.
+// blockingPoll is epoll_wait(2) for a poll that may block: Hooks.Poll or
+// a PollReader's PollRead, which give up the embedder's lock around it.
 type blockingPoll func(epfd int, events []unix.EpollEvent, msec int) (int, error)
 
 // wait polls, calling fn for each ready descriptor other than the loop's
@@ -122,6 +122,9 @@ func (p *poller) wait(msec int, block blockingPoll, fn func(fd int, ev Events)) 
 	}
 	for i := 0; i < n; i++ {
 		e := &p.events[i]
+		if e.Events == 0 {
+			continue // handled by a PollReader
+		}
 		fd := int(e.Fd)
 		switch fd {
 		case p.wakefd:

@@ -34,6 +34,18 @@ typedef struct {
     int wake_pending; /* a wake-up was written since the last collect */
 } goloop_intake;
 
+/* The loop's open streams by fd, for the poll that reads the streams it
+ * finds ready (goloop_poll_read): the transport object of each stream the
+ * core has registered and that is not closing, borrowed (the Go side holds
+ * a reference meanwhile), else NULL. It lives in the C loop object; only
+ * transport.go writes it, with the GIL held, growing it with
+ * goloop_streams_grow. */
+typedef struct {
+    PyObject **t;
+    int len;
+} goloop_streams;
+int goloop_streams_grow(goloop_streams *m, int fd);   /* to hold fd: 0, or -1 with MemoryError */
+
 /* handle.c */
 /* Runs n handles (PyObject pointers) in order, stealing each and zeroing its
  * slot. Returns how many it consumed, negated if the last one raised an
@@ -111,6 +123,7 @@ goloop_readbuf goloop_stream_read_buffered(PyObject *t, int fd);
 typedef struct {
     PyObject *self;
     int fd;
+    unsigned short pauses;   /* C's: the transport's read_pauses when the run began */
 } goloop_ready_stream;
 typedef struct {
     long done;   /* streams finished before the one it stopped at */
@@ -119,6 +132,19 @@ typedef struct {
     int rc;      /* -1: an exception that stops the loop; done counts its stream */
 } goloop_run_result;
 goloop_run_result goloop_streams_read(goloop_ready_stream *run, long count, char *buf, long len);
+/* goloop_poll, then, when all it found was streams ready for reading and
+ * nothing is to run before them (core.PollReader; due is when the first
+ * timer is), their reads as goloop_streams_read makes them, a stream
+ * paused or closed meanwhile skipped. loop is the running loop object. */
+typedef struct {
+    int n;       /* epoll_wait's count, or -errno */
+    int read;    /* the reads were made, and every event zeroed */
+    int began;   /* the transport id of a read begun and left to the core, or -1 */
+    goloop_read_outcome out;
+    int rc;      /* -1: an exception that stops the loop */
+} goloop_polled;
+goloop_polled goloop_poll_read(PyObject *loop, int epfd, struct epoll_event *events, int maxevents,
+                               int msec, double due, char *buf, long len);
 /* One buffer of writelines(), lent for the call. */
 typedef struct {
     char *buf;

@@ -16,9 +16,9 @@ import (
 )
 
 //export GoloopNew
-func GoloopNew(intake *C.goloop_intake) (rc C.int) {
+func GoloopNew(intake *C.goloop_intake, streams *C.goloop_streams) (rc C.int) {
 	defer guard(&rc, nil)
-	l := &pyLoop{intake: intake}
+	l := &pyLoop{intake: intake, streams: streams}
 	c, err := core.New[*C.PyObject](l)
 	if err != nil {
 		return fail(err)

@@ -16,6 +16,7 @@ typedef struct {
     PyObject *current_handle;  /* the running handle, in debug mode only */
     PyObject *task_factory;    /* asyncio's _task_factory, read on every create_task */
     goloop_intake intake;
+    goloop_streams streams;
     /* The buffer a BufferedProtocol's get_buffer() lent for the read under
      * way (stream.c). One read runs at a time on a loop, so one view per
      * loop serves all its transports. */
@@ -180,6 +181,12 @@ typedef struct {
     char buffered;           /* protocol is an asyncio.BufferedProtocol */
     char protocol_paused;    /* pause_writing() called, resume_writing() not yet */
     char extra_made;         /* extra is the complete dict (make_extra; a datagram's always) */
+    /* A plain protocol's last read was large, so the core lends the next
+     * (core.largeRead): its own flag, seen from the deliveries here. */
+    char large_read;
+    /* pause_reading() calls that paused: a run of reads (stream.c) skips
+     * a stream paused since the run was planned, even if resumed since. */
+    unsigned short read_pauses;
 } TransportObject;
 
 #define GOLOOP_READ_CTX(t) ((t)->context ? (t)->context : (t)->read_ctx)

@@ -602,9 +602,10 @@ loop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->current_handle = NULL;
     self->task_factory = NULL;
     memset(&self->intake, 0, sizeof(self->intake));
+    memset(&self->streams, 0, sizeof(self->streams));
     self->has_read_view = 0;
     self->read_bytes = NULL;
-    self->id = GoloopNew(&self->intake);
+    self->id = GoloopNew(&self->intake, &self->streams);
     if (self->id < 0) {
         Py_DECREF(self);
         return NULL;
@@ -661,6 +662,7 @@ loop_dealloc(LoopObject *self)
     PyMem_Free(self->intake.soon);
     PyMem_Free(self->intake.timers);
     PyMem_Free(self->intake.whens);
+    PyMem_Free(self->streams.t);
     if (self->has_read_view)
         PyBuffer_Release(&self->read_view);
     Py_XDECREF(self->read_bytes);

@@ -29,6 +29,21 @@ goloop_poll(int epfd, struct epoll_event *events, int maxevents, int msec)
     return n < 0 ? -err : n;
 }
 
+int
+goloop_streams_grow(goloop_streams *m, int fd)
+{
+    int len = fd + 1 + fd / 2;
+    PyObject **t = PyMem_Realloc(m->t, (size_t)len * sizeof(PyObject *));
+    if (t == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(t + m->len, 0, (size_t)(len - m->len) * sizeof(PyObject *));
+    m->t = t;
+    m->len = len;
+    return 0;
+}
+
 void goloop_set_runtime_error(const char *msg) { PyErr_SetString(PyExc_RuntimeError, msg); }
 
 void

@@ -27,6 +27,9 @@ type pyLoop struct {
 	// intake is C memory inside the Python loop object, which outlives
 	// this pyLoop (GoloopFree runs in its dealloc).
 	intake *C.goloop_intake
+	// streams is the map of open streams by fd that goloop_poll_read
+	// looks up, C memory in the loop object too (transport.go writes it).
+	streams *C.goloop_streams
 	// transports are the native transports whose Python object this loop
 	// holds a reference to (transport.go), for the cyclic GC and for Close.
 	transports []*pyTransport

@@ -28,6 +28,8 @@ static PyObject *str_data_received, *str_eof_received, *str_get_buffer, *str_buf
 
 /* --- called by the Go sink (bridge.h) --------------------------------- */
 
+#define LARGE_READ (64 << 10)   /* core's largeRead */
+
 /* protocol.data_received(data), stealing data; NULL: making it failed. */
 static int
 stream_data(TransportObject *t, PyObject *data)
@@ -49,6 +51,7 @@ int
 goloop_stream_data(PyObject *o, const char *buf, long n)
 {
     TransportObject *t = T(o);
+    t->large_read = n >= LARGE_READ;
     if (t->protocol == NULL)
         return 0;
     goloop_scope s;
@@ -86,6 +89,7 @@ int
 goloop_stream_lent_data(PyObject *o, long n)
 {
     TransportObject *t = T(o);
+    t->large_read = n >= LARGE_READ;
     PyObject *data = t->loop->read_bytes;
     t->loop->read_bytes = NULL;
     if (n == 0 || t->protocol == NULL) {
@@ -262,8 +266,6 @@ goloop_stream_read_buffered(PyObject *o, int fd)
     return res;
 }
 
-#define LARGE_READ (64 << 10)   /* core's largeRead */
-
 /* As the core's read: nothing until the next poll. */
 static int
 read_again(int err)
@@ -271,23 +273,20 @@ read_again(int err)
     return err == EAGAIN || err == EWOULDBLOCK || err == EINTR;
 }
 
-/* core.StreamReader: the streams one poll made ready, read in turn with
- * one call from Go instead of one each: a plain Protocol's socket read and
- * its bytes handed to data_received, a BufferedProtocol's read as
- * goloop_stream_read_buffered does. Each is read only if it is still open
- * and reading once the callbacks before it have run, as the core's own
- * read would find it; otherwise the rest is left to the core. So is a read
- * begun but not finished here: at EOF, an error, a plain read large enough
- * that the core follows it with its lending, a buffer get_buffer() lent
- * while closing the transport. */
-goloop_run_result
-goloop_streams_read(goloop_ready_stream *run, long count, char *buf, long len)
+/* Reads a run of streams, as goloop_streams_read describes, up to the
+ * first it does not finish: one closed or paused since the run was planned
+ * (run[i].pauses; paused and resumed is no different, as asyncio's
+ * resume_reading() adds a new reader handle that waits for the next poll),
+ * one whose read it began, or an exception. */
+static goloop_run_result
+read_run(goloop_ready_stream *run, long count, char *buf, long len)
 {
     goloop_run_result res = {0};
     for (; res.done < count; res.done++) {
         TransportObject *t = T(run[res.done].self);
         int fd = run[res.done].fd, buffered = t->ws.buffered;
-        if (!t->ws.reading || t->ws.closing || t->protocol == NULL)
+        if (!t->ws.reading || t->ws.closing || t->protocol == NULL ||
+            t->read_pauses != run[res.done].pauses)
             return res;
         if (buffered) {
             goloop_readbuf r = goloop_stream_read_buffered((PyObject *)t, fd);
@@ -313,6 +312,94 @@ goloop_streams_read(goloop_ready_stream *run, long count, char *buf, long len)
             continue;
         res.began = 1;
         return res;
+    }
+    return res;
+}
+
+/* core.StreamReader: the streams one poll made ready, read in turn with
+ * one call from Go instead of one each: a plain Protocol's socket read and
+ * its bytes handed to data_received, a BufferedProtocol's read as
+ * goloop_stream_read_buffered does. Each is read only if it is still open
+ * and reading once the callbacks before it have run, as the core's own
+ * read would find it; otherwise the rest is left to the core. So is a read
+ * begun but not finished here: at EOF, an error, a plain read large enough
+ * that the core follows it with its lending, a buffer get_buffer() lent
+ * while closing the transport. */
+goloop_run_result
+goloop_streams_read(goloop_ready_stream *run, long count, char *buf, long len)
+{
+    for (long i = 0; i < count; i++)
+        run[i].pauses = T(run[i].self)->read_pauses;
+    return read_run(run, count, buf, len);
+}
+
+#define CLOCK_RESOLUTION 1e-9   /* core's clockResolution */
+
+/* Whether every one of the n events is a stream's, ready only for reading,
+ * that a run can read (a plain protocol's only if the core would not lend
+ * its next read): their transports and fds go into run. */
+static int
+polled_streams(LoopObject *loop, struct epoll_event *events, int n, goloop_ready_stream *run)
+{
+    goloop_streams *m = &loop->streams;
+    for (int i = 0; i < n; i++) {
+        int fd = events[i].data.fd;
+        if (events[i].events != EPOLLIN || fd < 0 || fd >= m->len || m->t[fd] == NULL)
+            return 0;
+        TransportObject *t = T(m->t[fd]);
+        if (!t->ws.buffered && t->large_read)
+            return 0;
+        run[i].self = (PyObject *)t;
+        run[i].fd = fd;
+        run[i].pauses = t->read_pauses;
+    }
+    return 1;
+}
+
+/* core.PollReader: the blocking poll and, when it found only streams to
+ * read and nothing is to run before them, their reads, so that a busy
+ * server's tick crosses from Go once. Nothing may run first: a callback
+ * another thread queued during the wait (the intake holds it) or a timer
+ * due by now, which asyncio's iteration runs before or along with the
+ * reader handles. Each transport is looked up and held before any
+ * protocol runs, as the core looks up its watchers, and a stream a
+ * callback before it paused or closed is skipped, as the core skips its
+ * watcher; after a read left to the core or an exception the rest are
+ * dropped, for the next poll to report again. */
+goloop_polled
+goloop_poll_read(PyObject *o, int epfd, struct epoll_event *events, int maxevents,
+                 int msec, double due, char *buf, long len)
+{
+    LoopObject *loop = (LoopObject *)o;
+    goloop_polled res = {0};
+    res.began = -1;
+    res.n = goloop_poll(epfd, events, maxevents, msec);
+    int n = res.n;
+    if (n <= 0 || loop->intake.nsoon > 0 || loop->intake.ntimers > 0)
+        return res;
+    goloop_ready_stream run[n];
+    if ((!isinf(due) && due < goloop_monotonic() + CLOCK_RESOLUTION) ||
+        !polled_streams(loop, events, n, run))
+        return res;
+    for (int i = 0; i < n; i++)
+        Py_INCREF(run[i].self);
+    res.read = 1;
+    for (long i = 0; i < n; i++) {   /* the increment skips a paused or closed stream */
+        goloop_run_result r = read_run(run + i, n - i, buf, len);
+        i += r.done;
+        if (r.rc < 0) {
+            res.rc = -1;
+            break;
+        }
+        if (r.began) {
+            res.began = T(run[i].self)->id;
+            res.out = r.out;
+            break;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        events[i].events = 0;
+        Py_DECREF(run[i].self);
     }
     return res;
 }

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"unsafe"
 
+	"golang.org/x/sys/unix"
+
 	"goloop/core"
 )
 
@@ -46,13 +48,36 @@ type bufferedSink struct{ *pyTransport }
 func GoloopStreamNew(loopID C.int, fd C.int, self *C.PyObject, buffered C.int, ws *C.goloop_wstate) (rc C.int) {
 	defer guard(&rc, nil)
 	l := loopOf(loopID)
+	if m := l.streams; int(fd) >= int(m.len) && C.goloop_streams_grow(m, fd) < 0 {
+		return -1
+	}
 	p := &pyTransport{loop: l, self: self, ws: ws, slot: -1}
 	s, err := core.NewStream(l.core, int(fd), p.sinkFor(buffered != 0))
 	if err != nil {
 		return fail(err)
 	}
 	p.s = s
+	p.mapStream(true)
 	return l.adopt(p)
+}
+
+// mapStream puts the transport object in the loop's map of streams, which
+// goloop_poll_read reads, or takes it out: in from creation until the
+// stream starts closing (ClosingSink), is detached, released, or lends its
+// fd for a sendfile. While it is in, the core has the fd registered for
+// this stream, so no other transport can take the slot. GoloopStreamNew
+// grew the map to hold the fd.
+func (p *pyTransport) mapStream(in bool) {
+	if in == p.mapped {
+		return
+	}
+	p.mapped = in
+	slot := &unsafe.Slice(p.loop.streams.t, p.loop.streams.len)[p.s.Fd()]
+	if in {
+		*slot = p.self
+	} else {
+		*slot = nil
+	}
 }
 
 func (p *pyTransport) sinkFor(buffered bool) core.StreamSink {
@@ -257,6 +282,7 @@ func GoloopStreamLendFD(id C.int) (rc C.int) {
 	if p.s.IsReading() || p.s.GetWriteBufferSize() > 0 {
 		return fail(errors.New("goloop: the transport must not be reading or writing while sendfile runs"))
 	}
+	p.mapStream(false)
 	if err := p.loop.core.Unregister(p.s.Fd()); err != nil {
 		return fail(err)
 	}
@@ -289,6 +315,7 @@ func GoloopStreamReclaimFD(id C.int) (rc C.int) {
 	if err := p.loop.core.Register(p.s.Fd(), p.s, 0); err != nil {
 		return fail(err)
 	}
+	p.mapStream(true)
 	p.sync()
 	return 0
 }
@@ -316,6 +343,26 @@ func (l *pyLoop) ReadStreams(streams []*core.Stream, buf []byte) (int, bool, cor
 		return int(r.done), false, core.ReadOutcome{}, errPython
 	}
 	return int(r.done), r.began != 0, outcome(r.out), nil
+}
+
+// PollRead is core.PollReader's: the blocking poll, and the reads of the
+// streams it found ready, in one crossing (stream.c, goloop_poll_read).
+// What their callbacks queued stays in the intake for the next tick's
+// Collect, as the PollReader contract has it.
+func (l *pyLoop) PollRead(epfd int, events []unix.EpollEvent, msec int, due float64, buf []byte) (core.PolledRun, error) {
+	r := C.goloop_poll_read(l.self, C.int(epfd), (*C.struct_epoll_event)(unsafe.Pointer(&events[0])),
+		C.int(len(events)), C.int(msec), C.double(due), (*C.char)(unsafe.Pointer(&buf[0])), C.long(len(buf)))
+	if r.n < 0 {
+		return core.PolledRun{}, syscall.Errno(-r.n)
+	}
+	run := core.PolledRun{N: int(r.n), Read: r.read != 0}
+	switch {
+	case r.rc < 0:
+		run.Err = errPython
+	case r.began >= 0:
+		run.Began, run.Out = transportOf(r.began).s, outcome(r.out)
+	}
+	return run, nil
 }
 
 // outcome is the core's ReadOutcome of a C read (goloop_read_outcome).

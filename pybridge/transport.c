@@ -501,6 +501,8 @@ pause_resume(TransportObject *t, int pause)
     int rc = GoloopTransportPauseReading(t->id, pause);
     if (rc < 0)
         return NULL;
+    if (rc > 0 && pause)
+        t->read_pauses++;
     /* resume_reading() adds asyncio's reader again, in this context */
     if (rc > 0 && !pause && goloop_capture_context(t, &t->read_ctx) < 0)
         return NULL;

@@ -64,6 +64,7 @@ type pyTransport struct {
 	// while drain is set.
 	toldPaused bool
 	lent       bool // a stream's fd is unregistered for the length of a sendfile
+	mapped     bool // a stream is in the loop's map of streams (mapStream)
 	eof        bool // a stream's write_eof() called
 	// sending: inside a datagram transport's sendto(), where an exception
 	// error_received() raises goes to sendto's caller, as in asyncio;
@@ -166,6 +167,7 @@ func cbool(b bool) C.char {
 // cause. Only the core closes a transport (the bridge's own exports call
 // sync after), so this keeps is_closing() and is_reading() exact too.
 func (p *pyTransport) Closing() {
+	p.mapStream(false)
 	if p.ws != nil {
 		*p.ws = C.goloop_wstate{closing: 1}
 	}
@@ -174,6 +176,7 @@ func (p *pyTransport) Closing() {
 // release drops the exception held for Lost and the loop's reference to
 // the transport object, which may free it (and run GoloopTransportFree).
 func (p *pyTransport) release() {
+	p.mapStream(false)
 	if p.fatal != nil {
 		exc := p.fatal
 		p.fatal = nil
@@ -235,6 +238,7 @@ func GoloopTransportDetach(id C.int) (rc C.int) {
 	p := transportOf(id)
 	if t := p.core(); t != nil {
 		p.unsink()
+		p.mapStream(false)
 		p.s, p.d = nil, nil
 		p.sync()
 		if p.loop.core.Owner(t.Fd()) == core.IO(t) {

@@ -22,6 +22,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import warnings
 
@@ -1494,8 +1495,26 @@ class Tagged:
             self.then = None
 
 
+async def ready_in_one_poll(loop, conns, idle):
+    """Make the connections' transports readable in that order, for one
+    poll to find: one made while callbacks are queued (idle false), or one
+    the loop blocks in (idle true, where goloop reads them in the same
+    call); return once the last one got its bytes."""
+    if idle:
+        def send_all():
+            for transport, _, peer in conns:
+                waiting_at_the_poll(transport, peer, b"xy")
+        loop.call_soon(send_all)
+        await wait(conns[-1][1].until(2))
+    else:
+        for transport, _, peer in conns:
+            waiting_at_the_poll(transport, peer, b"xy")
+        await iterations(3)
+
+
+@pytest.mark.parametrize("idle", (False, True), ids=("queued", "idle"))
 @pytest.mark.parametrize("kinds", ("PPP", "BBB", "PBP", "BPB"))
-def test_connections_ready_in_one_poll_are_read_in_turn(loop, kinds):
+def test_connections_ready_in_one_poll_are_read_in_turn(loop, kinds, idle):
     """The connections one poll finds readable get their bytes in turn, as
     asyncio's reader handles queued by that poll deliver them: the first
     one's callback pausing the second holds back the second's bytes, and
@@ -1516,9 +1535,7 @@ def test_connections_ready_in_one_poll_are_read_in_turn(loop, kinds):
 
             pa.order = Tagged(order, "a", pause_and_close)
             pb.order, pc.order, pd.order = (Tagged(order, n) for n in "bcd")
-            for transport, _, peer in conns:
-                waiting_at_the_poll(transport, peer, b"xy")
-            await iterations(3)
+            await ready_in_one_poll(loop, conns, idle)
             assert order == ["a:data", "d:data"]
             b.resume_reading()
             assert await wait(pc.lost) is None
@@ -1526,6 +1543,86 @@ def test_connections_ready_in_one_poll_are_read_in_turn(loop, kinds):
             assert order == ["a:data", "d:data", "b:data"]
             assert bytes(pb.received) == b"xy" and bytes(pc.received) == b""
     support.run_guarded(loop, main())
+
+
+@pytest.mark.parametrize("idle", (False, True), ids=("queued", "idle"))
+@pytest.mark.parametrize("kinds", ("PPP", "BBB"))
+def test_paused_and_resumed_in_the_poll_waits_for_the_next(loop, kinds, idle):
+    """A connection that a callback before its turn in the poll's reads
+    pauses and resumes gets its bytes from the next poll, after the rest of
+    this one's, as asyncio's resume_reading() adds a new reader handle that
+    no poll has queued yet."""
+    factories = {"P": OrderRecorder, "B": BufferedOrderRecorder}
+
+    async def main():
+        async with contextlib.AsyncExitStack() as stack:
+            conns = [await stack.enter_async_context(connection(loop, "server", factories[k]))
+                     for k in kinds[:2] + "P"]
+            (a, pa, _), (b, pb, _), (c, pc, _) = conns
+            order = []
+
+            def pause_and_resume():
+                b.pause_reading()
+                b.resume_reading()
+
+            pa.order = Tagged(order, "a", pause_and_resume)
+            pb.order, pc.order = Tagged(order, "b"), Tagged(order, "c")
+            await ready_in_one_poll(loop, conns, idle)
+            await iterations(3)
+            assert order == ["a:data", "c:data", "b:data"]
+    support.run_guarded(loop, main())
+
+
+@pytest.mark.parametrize("factory", (OrderRecorder, BufferedOrderRecorder),
+                         ids=("Protocol", "BufferedProtocol"))
+def test_stop_in_data_received_leaves_what_it_queued(loop, factory):
+    """loop.stop() in data_received ends run_forever() with the iteration
+    that read the bytes, which arrive while the loop waits with nothing to
+    run: a callback data_received queued runs on the next run_forever(),
+    as asyncio runs it on the iteration after its reader handle's."""
+    ours, peer = socket.socketpair()
+    with peer:
+        transport, proto = support.run_guarded(loop, loop.create_connection(factory, sock=ours))
+        order = []
+
+        def then():
+            loop.call_soon(order.append, "queued")
+            loop.stop()
+
+        proto.order = Tagged(order, "conn", then)
+        loop.call_soon(peer.send, b"x")
+        support.run_forever_guarded(loop)
+        assert order == ["conn:data"]
+        loop.call_soon(loop.stop)
+        support.run_forever_guarded(loop)
+        assert order == ["conn:data", "queued"]
+        transport.close()
+        assert support.run_guarded(loop, proto.lost) is None
+
+
+@pytest.mark.parametrize("factory", (OrderRecorder, BufferedOrderRecorder),
+                         ids=("Protocol", "BufferedProtocol"))
+def test_threadsafe_callback_runs_before_data_sent_after_it(loop, factory):
+    """A callback another thread queues with call_soon_threadsafe() before
+    it sends bytes runs before data_received gets them, also when both
+    reach the loop while it waits in one poll."""
+    ours, peer = socket.socketpair()
+    with peer:
+        transport, proto = support.run_guarded(loop, loop.create_connection(factory, sock=ours))
+        order = []
+        proto.order = Tagged(order, "conn", loop.stop)
+
+        def other_thread():
+            loop.call_soon_threadsafe(order.append, "threadsafe")
+            peer.send(b"x")
+
+        thread = threading.Thread(target=other_thread)
+        loop.call_soon(thread.start)
+        support.run_forever_guarded(loop)
+        thread.join()
+        assert order == ["threadsafe", "conn:data"]
+        transport.close()
+        assert support.run_guarded(loop, proto.lost) is None
 
 
 @pytest.mark.parametrize("side", SIDES)
