@@ -51,7 +51,11 @@ type PollReader interface {
 	//
 	// Such a tick ends with the reads, so what their callbacks queued
 	// runs on the next one, as asyncio runs it on the iteration after the
-	// one that ran the reader handles.
+	// one that ran the reader handles. If they queued nothing and called
+	// nothing of the loop's or its IOs' (the next tick would only block
+	// in the same poll again), PollRead may go on and poll again, within
+	// the same call, until due: each poll is then a tick of its own, and
+	// the last one's events and outcome are what it returns.
 	PollRead(epfd int, events []unix.EpollEvent, msec int, due float64, buf []byte) (PolledRun, error)
 }
 

@@ -135,7 +135,8 @@ goloop_run_result goloop_streams_read(goloop_ready_stream *run, long count, char
 /* goloop_poll, then, when all it found was streams ready for reading and
  * nothing is to run before them (core.PollReader; due is when the first
  * timer is), their reads as goloop_streams_read makes them, a stream
- * paused or closed meanwhile skipped. loop is the running loop object. */
+ * paused or closed meanwhile skipped; and again while those reads left the
+ * loop as they found it. loop is the running loop object. */
 typedef struct {
     int n;       /* epoll_wait's count, or -errno */
     int read;    /* the reads were made, and every event zeroed */
@@ -145,6 +146,10 @@ typedef struct {
 } goloop_polled;
 goloop_polled goloop_poll_read(PyObject *loop, int epfd, struct epoll_event *events, int maxevents,
                                int msec, double due, char *buf, long len);
+/* Set whenever Go code looks up a loop or a transport (registry.go), which
+ * every export that touches one does: goloop_poll_read polls again only
+ * while no Go code ran. */
+extern int goloop_go_entered;
 /* One buffer of writelines(), lent for the call. */
 typedef struct {
     char *buf;

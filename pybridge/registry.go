@@ -77,7 +77,12 @@ func (t *idTable[P]) live() int { return len(t.list) - len(t.free) }
 // The loop registry: the id a LoopBase stores names its pyLoop.
 var loops idTable[*pyLoop]
 
-func loopOf(id C.int) *pyLoop { return loops.list[id] }
+// loopOf and transportOf are how every export finds the Go state it
+// touches; they tell goloop_poll_read that Go code ran (bridge.h).
+func loopOf(id C.int) *pyLoop {
+	C.goloop_go_entered = 1
+	return loops.list[id]
+}
 
 // errPython means a Python exception is already set.
 var errPython = errors.New("python exception set")

@@ -6,6 +6,7 @@
  * and the helpers the Go sink calls to deliver reads to the protocol.
  * Layout and ownership: goloop.h, TransportObject. */
 #include <errno.h>
+#include <math.h>
 #include <unistd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -334,6 +335,10 @@ goloop_streams_read(goloop_ready_stream *run, long count, char *buf, long len)
 }
 
 #define CLOCK_RESOLUTION 1e-9   /* core's clockResolution */
+#define MAX_TIMEOUT 86400.0      /* core's maxTimeout */
+#define POLL_ROUNDS 64           /* polls one goloop_poll_read may make */
+
+int goloop_go_entered;
 
 /* Whether every one of the n events is a stream's, ready only for reading,
  * that a run can read (a plain protocol's only if the core would not lend
@@ -356,44 +361,46 @@ polled_streams(LoopObject *loop, struct epoll_event *events, int n, goloop_ready
     return 1;
 }
 
-/* core.PollReader: the blocking poll and, when it found only streams to
- * read and nothing is to run before them, their reads, so that a busy
- * server's tick crosses from Go once. Nothing may run first: a callback
- * another thread queued during the wait (the intake holds it) or a timer
- * due by now, which asyncio's iteration runs before or along with the
- * reader handles. Each transport is looked up and held before any
- * protocol runs, as the core looks up its watchers, and a stream a
- * callback before it paused or closed is skipped, as the core skips its
- * watcher; after a read left to the core or an exception the rest are
- * dropped, for the next poll to report again. */
-goloop_polled
-goloop_poll_read(PyObject *o, int epfd, struct epoll_event *events, int maxevents,
-                 int msec, double due, char *buf, long len)
+/* Whether nothing waits in the intake: no callback or timer queued, no
+ * timer cancelled since the tick's Collect. */
+static int
+intake_empty(LoopObject *loop)
 {
-    LoopObject *loop = (LoopObject *)o;
-    goloop_polled res = {0};
-    res.began = -1;
-    res.n = goloop_poll(epfd, events, maxevents, msec);
-    int n = res.n;
-    if (n <= 0 || loop->intake.nsoon > 0 || loop->intake.ntimers > 0)
-        return res;
+    goloop_intake *in = &loop->intake;
+    return in->nsoon == 0 && in->ntimers == 0 && in->cancelled == 0;
+}
+
+/* The reads of one poll's n events, if they are all streams to read and
+ * nothing is to run before them: a callback another thread queued during
+ * the wait (the intake holds it) or a timer due by now, which asyncio's
+ * iteration runs before or along with the reader handles. Each transport is
+ * looked up and held before any protocol runs, as the core looks up its
+ * watchers, and a stream a callback before it paused or closed is skipped,
+ * as the core skips its watcher; after a read left to the core or an
+ * exception the rest are dropped, for the next poll to report again.
+ * Returns whether it read (res says how far). */
+static int
+read_polled(LoopObject *loop, struct epoll_event *events, int n, double due,
+            char *buf, long len, goloop_polled *res)
+{
     goloop_ready_stream run[n];
-    if ((!isinf(due) && due < goloop_monotonic() + CLOCK_RESOLUTION) ||
+    if (!intake_empty(loop) || (!isinf(due) && due < goloop_monotonic() + CLOCK_RESOLUTION) ||
         !polled_streams(loop, events, n, run))
-        return res;
+        return 0;
     for (int i = 0; i < n; i++)
         Py_INCREF(run[i].self);
-    res.read = 1;
+    res->read = 1;
+    goloop_go_entered = 0;
     for (long i = 0; i < n; i++) {   /* the increment skips a paused or closed stream */
         goloop_run_result r = read_run(run + i, n - i, buf, len);
         i += r.done;
         if (r.rc < 0) {
-            res.rc = -1;
+            res->rc = -1;
             break;
         }
         if (r.began) {
-            res.began = T(run[i].self)->id;
-            res.out = r.out;
+            res->began = T(run[i].self)->id;
+            res->out = r.out;
             break;
         }
     }
@@ -401,7 +408,42 @@ goloop_poll_read(PyObject *o, int epfd, struct epoll_event *events, int maxevent
         events[i].events = 0;
         Py_DECREF(run[i].self);
     }
-    return res;
+    return 1;
+}
+
+/* The timeout of the poll until due, as the core's tick computes it. */
+static int
+timeout_until(double due)
+{
+    if (isinf(due))
+        return -1;
+    double t = due - goloop_monotonic();
+    return (int)ceil((t > MAX_TIMEOUT ? MAX_TIMEOUT : t < 0 ? 0 : t) * 1e3);
+}
+
+/* core.PollReader: the blocking poll and, when it found only streams to
+ * read and nothing is to run before them, their reads (read_polled), so
+ * that a busy server's tick crosses from Go once. Then it polls again, up
+ * to POLL_ROUNDS times, while the reads left the loop as they found it:
+ * nothing queued in the intake, no Go code run (every export looks its loop
+ * or transport up, which sets goloop_go_entered), so the core would only
+ * have come back to the same blocking poll. A Protocol echo server that
+ * answers with write() stays in C between ticks. */
+goloop_polled
+goloop_poll_read(PyObject *o, int epfd, struct epoll_event *events, int maxevents,
+                 int msec, double due, char *buf, long len)
+{
+    LoopObject *loop = (LoopObject *)o;
+    goloop_polled res;
+    for (int round = 1;; round++) {
+        res = (goloop_polled){.began = -1};
+        res.n = goloop_poll(epfd, events, maxevents, msec);
+        if (res.n <= 0 || !read_polled(loop, events, res.n, due, buf, len, &res) ||
+            res.rc < 0 || res.began >= 0 || goloop_go_entered || !intake_empty(loop) ||
+            round == POLL_ROUNDS)
+            return res;
+        msec = timeout_until(due);
+    }
 }
 
 /* --- methods ----------------------------------------------------------- */

@@ -94,7 +94,10 @@ var _ core.ClosingSink = (*pyTransport)(nil)
 // The transport registry: the ids C keeps, for both kinds.
 var transports idTable[*pyTransport]
 
-func transportOf(id C.int) *pyTransport { return transports.list[id] }
+func transportOf(id C.int) *pyTransport {
+	C.goloop_go_entered = 1
+	return transports.list[id]
+}
 
 // adopt is the last step of a New export, once p's core transport is
 // made: p is registered, and the loop takes its reference to the

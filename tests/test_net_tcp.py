@@ -15,6 +15,7 @@ import contextvars
 import errno
 import gc
 import io
+import math
 import os
 import re
 import shutil
@@ -1623,6 +1624,40 @@ def test_threadsafe_callback_runs_before_data_sent_after_it(loop, factory):
         assert order == ["threadsafe", "conn:data"]
         transport.close()
         assert support.run_guarded(loop, proto.lost) is None
+
+
+def test_timer_runs_between_the_reads_of_busy_connections(loop):
+    """A timer comes due while two Protocols on the loop echo bytes back and
+    forth without a pause: it runs after at most two more reads, as
+    asyncio's iteration queues it behind the reader handles of the first
+    poll after it is due, however busy the connections keep the loop."""
+    late, fired = [], []
+    when = math.inf
+
+    class Pong(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            if loop.time() >= when and not fired:
+                late.append(data)
+            self.transport.write(data)
+
+    def fire():
+        fired.append(True)
+        loop.stop()
+
+    a, b = socket.socketpair()
+    ta, _ = support.run_guarded(loop, loop.create_connection(Pong, sock=a))
+    tb, _ = support.run_guarded(loop, loop.create_connection(Pong, sock=b))
+    when = loop.time() + 0.05
+    loop.call_at(when, fire)
+    ta.write(b"ping")
+    support.run_forever_guarded(loop)
+    assert fired and len(late) <= 2
+    ta.abort()
+    tb.abort()
+    support.run_briefly(loop)
 
 
 @pytest.mark.parametrize("side", SIDES)
