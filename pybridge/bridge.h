@@ -32,6 +32,10 @@ typedef struct {
     long cancelled;   /* scheduled timers cancelled since the last collect */
     int wakefd;       /* the core's eventfd (WakeFD) */
     int wake_pending; /* a wake-up was written since the last collect */
+    /* Set by Go whenever an export looks up this loop or one of its
+     * transports (registry.go): goloop_poll_read polls again only while
+     * no Go code touched the loop. */
+    int go_entered;
 } goloop_intake;
 
 /* The loop's open streams by fd, for the poll that reads the streams it
@@ -146,10 +150,6 @@ typedef struct {
 } goloop_polled;
 goloop_polled goloop_poll_read(PyObject *loop, int epfd, struct epoll_event *events, int maxevents,
                                int msec, double due, char *buf, long len);
-/* Set whenever Go code looks up a loop or a transport (registry.go), which
- * every export that touches one does: goloop_poll_read polls again only
- * while no Go code ran. */
-extern int goloop_go_entered;
 /* One buffer of writelines(), lent for the call. */
 typedef struct {
     char *buf;

@@ -38,6 +38,7 @@ func GoloopFree(id C.int) (rc C.int) {
 	l.releaseTransports()
 	l.releaseListeners()
 	loops.remove(int(id))
+	l.intake, l.streams = nil, nil // freed with the loop object
 	return status(err)
 }
 

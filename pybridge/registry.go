@@ -25,7 +25,8 @@ type pyLoop struct {
 	// self is the Python loop object, borrowed for the duration of Run.
 	self *C.PyObject
 	// intake is C memory inside the Python loop object, which outlives
-	// this pyLoop (GoloopFree runs in its dealloc).
+	// this pyLoop's use by the loop (GoloopFree runs in its dealloc, and
+	// sets it and streams to nil).
 	intake *C.goloop_intake
 	// streams is the map of open streams by fd that goloop_poll_read
 	// looks up, C memory in the loop object too (transport.go writes it).
@@ -78,10 +79,20 @@ func (t *idTable[P]) live() int { return len(t.list) - len(t.free) }
 var loops idTable[*pyLoop]
 
 // loopOf and transportOf are how every export finds the Go state it
-// touches; they tell goloop_poll_read that Go code ran (bridge.h).
+// touches; they tell goloop_poll_read that Go code touched the loop
+// (bridge.h, goloop_intake's go_entered).
 func loopOf(id C.int) *pyLoop {
-	C.goloop_go_entered = 1
-	return loops.list[id]
+	l := loops.list[id]
+	l.entered()
+	return l
+}
+
+// entered marks the loop as touched by Go code; a no-op once the loop
+// object, which holds the intake, is gone (a transport may outlive it).
+func (l *pyLoop) entered() {
+	if l.intake != nil {
+		l.intake.go_entered = 1
+	}
 }
 
 // errPython means a Python exception is already set.

@@ -338,8 +338,6 @@ goloop_streams_read(goloop_ready_stream *run, long count, char *buf, long len)
 #define MAX_TIMEOUT 86400.0      /* core's maxTimeout */
 #define POLL_ROUNDS 64           /* polls one goloop_poll_read may make */
 
-int goloop_go_entered;
-
 /* Whether every one of the n events is a stream's, ready only for reading,
  * that a run can read (a plain protocol's only if the core would not lend
  * its next read): their transports and fds go into run. */
@@ -390,7 +388,7 @@ read_polled(LoopObject *loop, struct epoll_event *events, int n, double due,
     for (int i = 0; i < n; i++)
         Py_INCREF(run[i].self);
     res->read = 1;
-    goloop_go_entered = 0;
+    loop->intake.go_entered = 0;
     for (long i = 0; i < n; i++) {   /* the increment skips a paused or closed stream */
         goloop_run_result r = read_run(run + i, n - i, buf, len);
         i += r.done;
@@ -426,7 +424,7 @@ timeout_until(double due)
  * that a busy server's tick crosses from Go once. Then it polls again, up
  * to POLL_ROUNDS times, while the reads left the loop as they found it:
  * nothing queued in the intake, no Go code run (every export looks its loop
- * or transport up, which sets goloop_go_entered), so the core would only
+ * or transport up, which sets the intake's go_entered), so the core would only
  * have come back to the same blocking poll. A Protocol echo server that
  * answers with write() stays in C between ticks. */
 goloop_polled
@@ -439,7 +437,7 @@ goloop_poll_read(PyObject *o, int epfd, struct epoll_event *events, int maxevent
         res = (goloop_polled){.began = -1};
         res.n = goloop_poll(epfd, events, maxevents, msec);
         if (res.n <= 0 || !read_polled(loop, events, res.n, due, buf, len, &res) ||
-            res.rc < 0 || res.began >= 0 || goloop_go_entered || !intake_empty(loop) ||
+            res.rc < 0 || res.began >= 0 || loop->intake.go_entered || !intake_empty(loop) ||
             round == POLL_ROUNDS)
             return res;
         msec = timeout_until(due);

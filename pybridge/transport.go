@@ -95,8 +95,9 @@ var _ core.ClosingSink = (*pyTransport)(nil)
 var transports idTable[*pyTransport]
 
 func transportOf(id C.int) *pyTransport {
-	C.goloop_go_entered = 1
-	return transports.list[id]
+	p := transports.list[id]
+	p.loop.entered()
+	return p
 }
 
 // adopt is the last step of a New export, once p's core transport is

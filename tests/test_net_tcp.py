@@ -1660,6 +1660,56 @@ def test_timer_runs_between_the_reads_of_busy_connections(loop):
     support.run_briefly(loop)
 
 
+def test_loop_in_another_thread_does_not_hold_back_this_ones_work(loop, loop_factory):
+    """A data_received that closes another transport and, before returning,
+    waits for a loop in another thread to read: that connection_lost still
+    comes at once, though the other loop ran meanwhile and no more bytes
+    arrive here."""
+    class Flag(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            b_read.set()
+
+    class Closer(Recorder):
+        def data_received(self, data):
+            closed_at.append(loop.time())
+            x.close()
+            other_peer.send(b"x")
+            assert b_read.wait(support.GUARD)
+
+    b_read, closed_at, lost_at = threading.Event(), [], []
+    other = loop_factory()
+    theirs, other_peer = socket.socketpair()
+    connected = threading.Event()
+
+    def serve():
+        transport, proto = other.run_until_complete(other.create_connection(Flag, sock=theirs))
+        other.call_soon(connected.set)
+        other.run_forever()
+        transport.close()
+        other.run_until_complete(proto.lost)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        assert connected.wait(support.GUARD)
+        x_sock, x_peer = socket.socketpair()
+        y_sock, y_peer = socket.socketpair()
+        with x_peer, y_peer:
+            x, px = support.run_guarded(loop, loop.create_connection(Recorder, sock=x_sock))
+            y, py = support.run_guarded(loop, loop.create_connection(Closer, sock=y_sock))
+            px.lost.add_done_callback(lambda _: lost_at.append(loop.time()))
+            loop.call_soon(y_peer.send, b"y")
+            assert support.run_guarded(loop, px.lost) is None
+            assert lost_at[0] - closed_at[0] < 1.0
+            y.close()
+            support.run_guarded(loop, py.lost)
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join()
+        other_peer.close()
+
+
 @pytest.mark.parametrize("side", SIDES)
 def test_pause_reading_ready_before_the_data_holds_it(loop, side):
     """pause_reading() in a callback that was ready before the poll holds
