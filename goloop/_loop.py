@@ -33,6 +33,7 @@ from asyncio import (
     protocols,
     selector_events,
     sslproto,
+    streams,
     tasks,
     trsock,
     unix_events,
@@ -875,5 +876,6 @@ _goloop._set_transport_helpers(
     _logger,
     trsock.TransportSocket,
 )
+_goloop._set_reader_helpers(streams.StreamReaderProtocol, streams.StreamReader)
 _goloop._set_datagram_helpers(_datagram_callback_failed, _datagram_sendto_slow)
 _goloop._set_listener_helpers(socket.socket, _accept_failed, _accept_error, _accept_slow, _logger)

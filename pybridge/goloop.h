@@ -179,6 +179,7 @@ typedef struct {
     int fd;
     goloop_wstate ws;        /* written by transport.go */
     char buffered;           /* protocol is an asyncio.BufferedProtocol */
+    char feeds_reader;       /* protocol is asyncio's StreamReaderProtocol (reader.c) */
     char protocol_paused;    /* pause_writing() called, resume_writing() not yet */
     char extra_made;         /* extra is the complete dict (make_extra; a datagram's always) */
     /* A plain protocol's last read was large, so the core lends the next
@@ -272,6 +273,13 @@ int goloop_init_transport(PyObject *module);
 
 /* stream.c */
 int goloop_init_stream_type(PyObject *module);
+/* reader.c: whether the transport's reads go to protocol, asyncio's own
+ * StreamReaderProtocol, through goloop_feed_reader (1, 0, -1 error). */
+int goloop_feeds_reader(PyObject *protocol);
+/* protocol.data_received(n bytes at buf) done in C: 1 done, 0 not taken
+ * (data_received must run), -1 error set, as data_received would raise. */
+int goloop_feed_reader(PyObject *protocol, const char *buf, Py_ssize_t n);
+int goloop_init_reader(PyObject *module);
 /* A stream transport for sock (whose descriptor is fd) on loop, not read
  * until _start; goloop_transport_abandon undoes it (listener.c). */
 PyObject *goloop_transport_new(LoopObject *loop, PyObject *sock, PyObject *protocol,

@@ -253,6 +253,7 @@ PyInit__goloop(void)
     if (goloop_init_handle_types(m) < 0 ||
         goloop_init_transport(m) < 0 ||
         goloop_init_stream_type(m) < 0 ||
+        goloop_init_reader(m) < 0 ||
         goloop_init_sock(m) < 0 ||
         goloop_init_datagram_type(m) < 0 ||
         goloop_init_listener(m) < 0 ||

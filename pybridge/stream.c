@@ -31,6 +31,12 @@ static PyObject *str_data_received, *str_eof_received, *str_get_buffer, *str_buf
 
 #define LARGE_READ (64 << 10)   /* core's largeRead */
 
+static int
+data_failed(TransportObject *t)
+{
+    return goloop_transport_fatal(t, "Fatal error: protocol.data_received() call failed.");
+}
+
 /* protocol.data_received(data), stealing data; NULL: making it failed. */
 static int
 stream_data(TransportObject *t, PyObject *data)
@@ -42,10 +48,25 @@ stream_data(TransportObject *t, PyObject *data)
                                             2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     Py_DECREF(args[0]);
     Py_DECREF(data);
-    if (r == NULL)
-        return goloop_transport_fatal(t, "Fatal error: protocol.data_received() call failed.");
-    Py_DECREF(r);
-    return 0;
+    return r == NULL ? data_failed(t) : (Py_DECREF(r), 0);
+}
+
+/* The n bytes at buf, or data if not NULL (stolen; its bytes are buf's),
+ * to the protocol: fed to a StreamReader in C where reader.c can, else
+ * handed to data_received. */
+static int
+deliver(TransportObject *t, const char *buf, long n, PyObject *data)
+{
+    if (t->feeds_reader) {
+        PyObject *proto = Py_NewRef(t->protocol);
+        int rc = goloop_feed_reader(proto, buf, n);
+        Py_DECREF(proto);
+        if (rc != 0) {
+            Py_XDECREF(data);
+            return rc < 0 ? data_failed(t) : 0;
+        }
+    }
+    return stream_data(t, data != NULL ? data : PyBytes_FromStringAndSize(buf, n));
 }
 
 int
@@ -58,8 +79,7 @@ goloop_stream_data(PyObject *o, const char *buf, long n)
     goloop_scope s;
     if (goloop_scope_enter(t, &s, GOLOOP_READ_CTX(t)) < 0)
         return goloop_transport_fatal(t, "Fatal read error on socket transport");
-    return goloop_scope_leave(t, &s, stream_data(t, PyBytes_FromStringAndSize(buf, n)),
-                              "_read_ready", NULL);
+    return goloop_scope_leave(t, &s, deliver(t, buf, n, NULL), "_read_ready", NULL);
 }
 
 /* A read the core expects to be large (core.LendingStreamSink) goes
@@ -102,9 +122,9 @@ goloop_stream_lent_data(PyObject *o, long n)
         Py_DECREF(data);
         return goloop_transport_fatal(t, "Fatal read error on socket transport");
     }
-    if (_PyBytes_Resize(&data, n) < 0)   /* frees data and sets it NULL */
-        data = NULL;
-    return goloop_scope_leave(t, &s, stream_data(t, data), "_read_ready", NULL);
+    int rc = _PyBytes_Resize(&data, n) < 0 ?   /* frees data and sets it NULL */
+        stream_data(t, NULL) : deliver(t, PyBytes_AS_STRING(data), n, data);
+    return goloop_scope_leave(t, &s, rc, "_read_ready", NULL);
 }
 
 static int
@@ -687,12 +707,14 @@ static PyObject *
 transport_set_protocol(TransportObject *t, PyObject *protocol)
 {
     int buffered = is_buffered(protocol);
-    if (buffered < 0)
+    int feeds = buffered < 0 ? -1 : goloop_feeds_reader(protocol);
+    if (feeds < 0)
         return NULL;
     if (GoloopStreamSetProtocol(t->id, buffered) < 0)
         return NULL;
     Py_XSETREF(t->protocol, Py_NewRef(protocol));
     t->buffered = (char)buffered;
+    t->feeds_reader = (char)feeds;
     Py_RETURN_NONE;
 }
 
@@ -821,7 +843,8 @@ goloop_transport_new(LoopObject *loop, PyObject *sock, PyObject *protocol, PyObj
                      PyObject *peername, PyObject *server, PyObject *context, int fd)
 {
     int buffered = is_buffered(protocol);
-    TransportObject *t = buffered < 0 ? NULL :
+    int feeds = buffered < 0 ? -1 : goloop_feeds_reader(protocol);
+    TransportObject *t = feeds < 0 ? NULL :
         goloop_transport_alloc(transport_type, loop, protocol, fd);
     if (t == NULL) {
         Py_XDECREF(peername);
@@ -832,6 +855,7 @@ goloop_transport_new(LoopObject *loop, PyObject *sock, PyObject *protocol, PyObj
     t->server = server != NULL && server != Py_None ? Py_NewRef(server) : NULL;
     t->context = context != NULL && context != Py_None ? Py_NewRef(context) : NULL;
     t->buffered = (char)buffered;
+    t->feeds_reader = (char)feeds;
     t->id = GoloopStreamNew(loop->id, fd, (PyObject *)t, buffered, &t->ws);
     return goloop_transport_registered(t, sock);
 }

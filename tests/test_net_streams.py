@@ -179,3 +179,153 @@ def test_writer_after_peer_reset_as_asyncio(loop):
     expected = support.run_on_reference(scenario)
     assert expected[0] == ("read raised", ConnectionResetError)
     assert scenario(loop) == expected
+
+
+# A StreamReaderProtocol's reads: goloop feeds asyncio's own StreamReader in
+# C (pybridge/reader.c); these hold it to what feed_data does in Python.
+
+
+async def connected_pair(limit=2**16):
+    """A server-side (reader, writer) and a client-side writer, over TCP."""
+    loop = asyncio.get_running_loop()
+    accepted = loop.create_future()
+
+    async def handler(reader, writer):
+        accepted.set_result((reader, writer))
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0, limit=limit)
+    _, client = await wait(asyncio.open_connection(*server.sockets[0].getsockname()))
+    reader, writer = await wait(accepted)
+    server.close()
+    return reader, writer, client
+
+
+async def close_all(*writers):
+    for w in writers:
+        w.close()
+    for w in writers:
+        try:
+            await wait(w.wait_closed())
+        except ConnectionError:
+            pass
+
+
+def test_reader_over_its_limit_pauses_the_transport_until_read(loop):
+    async def main():
+        reader, writer, client = await connected_pair(limit=1024)
+        payload = os.urandom(64 * 1024)
+        client.write(payload)
+
+        async def paused():  # past 2 * limit buffered
+            while writer.transport.is_reading():
+                await asyncio.sleep(0)
+
+        await wait(paused())
+        got = await wait(reader.readexactly(len(payload)))
+        assert got == payload
+        assert writer.transport.is_reading()
+        await close_all(client, writer)
+    support.run_guarded(loop, main())
+
+
+def test_cancelled_read_leaves_the_bytes_for_the_next(loop):
+    async def main():
+        reader, writer, client = await connected_pair()
+        first = asyncio.ensure_future(reader.read(100))
+        await iterations(2)  # first waits for data
+        first.cancel()
+        client.write(b"kept")
+        await iterations(2)
+        assert first.cancelled()
+        assert await wait(reader.read(100)) == b"kept"
+        await close_all(client, writer)
+    support.run_guarded(loop, main())
+
+
+def test_read_while_a_view_holds_the_buffer_is_a_fatal_error_as_asyncio(loop):
+    """A memoryview of the reader's bytearray stops it growing: feed_data's
+    extend() raises BufferError, which data_received passes on to the
+    transport's fatal error, on both loops."""
+    def scenario(lp):
+        async def main():
+            reader, writer, client = await connected_pair()
+            client.write(b"first")
+            assert await wait(reader.readexactly(2)) == b"fi"
+            view = memoryview(reader._buffer)
+            with support.captured_exceptions(lp) as contexts:
+                client.write(b"second")
+                closed = await support.outcome_of(wait(writer.wait_closed()))
+            view.release()
+            await close_all(client)
+            return [(c["message"], type(c["exception"])) for c in contexts], closed[:2]
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected == ([("Fatal error: protocol.data_received() call failed.", BufferError)],
+                        ("raised", BufferError))
+    assert scenario(loop) == expected
+
+
+def test_data_after_feed_eof_is_a_fatal_error_as_asyncio(loop):
+    def scenario(lp):
+        async def main():
+            reader, writer, client = await connected_pair()
+            reader.feed_eof()
+            with support.captured_exceptions(lp) as contexts:
+                client.write(b"late")
+                closed = await support.outcome_of(wait(writer.wait_closed()))
+            await close_all(client)
+            return ([(c["message"], type(c["exception"])) for c in contexts], closed[:2],
+                    reader._buffer)
+        return support.run_guarded(lp, main())
+
+    expected = support.run_on_reference(scenario)
+    assert expected == ([("Fatal error: protocol.data_received() call failed.",
+                          AssertionError)], ("raised", AssertionError), bytearray())
+    assert scenario(loop) == expected
+
+
+class CountingReader(asyncio.StreamReader):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fed = []
+
+    def feed_data(self, data):
+        self.fed.append(bytes(data))
+        super().feed_data(data)
+
+
+def test_a_subclassed_or_patched_reader_sees_every_read(loop):
+    async def greet(reader, writer):
+        writer.write(b"hello")
+        await writer.drain()
+        await close_all(writer)
+
+    async def main():
+        lp = asyncio.get_running_loop()
+        server = await asyncio.start_server(greet, "127.0.0.1", 0)
+        addr = server.sockets[0].getsockname()
+        # A StreamReader subclass.
+        counting = CountingReader()
+        t1, _ = await wait(lp.create_connection(
+            lambda: asyncio.StreamReaderProtocol(counting), *addr))
+        assert await wait(counting.read()) == b"hello"
+        assert b"".join(counting.fed) == b"hello"
+        # asyncio's classes, with data_received replaced on the instance.
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
+        seen = []
+
+        def data_received(data):
+            seen.append(bytes(data))
+            asyncio.StreamReaderProtocol.data_received(protocol, data)
+
+        protocol.data_received = data_received
+        t2, _ = await wait(lp.create_connection(lambda: protocol, *addr))
+        assert await wait(reader.read()) == b"hello"
+        assert b"".join(seen) == b"hello"
+        t1.close()
+        t2.close()
+        server.close()
+        await wait(server.wait_closed())
+    support.run_guarded(loop, main())
