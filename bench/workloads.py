@@ -363,11 +363,11 @@ async def bench_tcp_echo_100k(n):
     return await bench_tcp_echo(n, 100 * 1024)
 
 
-async def bench_streams_echo(n):
-    """n sequential 1 KiB round trips between an asyncio.start_server echo (reader.read,
-    writer.write, drain) and an open_connection client doing the same: the streams' Python
-    over the loop's transports, futures and task wake-ups."""
-    payload = b"x" * 1024
+async def bench_streams_echo(n, size=1024):
+    """n sequential round trips of size bytes between an asyncio.start_server echo
+    (reader.read, writer.write, drain) and an open_connection client doing the same: the
+    streams' Python over the loop's transports, futures and task wake-ups."""
+    payload = b"x" * size
 
     async def echo(reader, writer):
         while data := await reader.read(65536):
@@ -390,6 +390,12 @@ async def bench_streams_echo(n):
     server.close()
     await server.wait_closed()
     return elapsed
+
+
+async def bench_streams_echo_100k(n):
+    """bench_streams_echo with 100 KiB messages: reads large enough to go straight into the
+    StreamReader's buffer."""
+    return await bench_streams_echo(n, 100 * 1024)
 
 
 # The client of bench_accept: a separate process (callgrind does not follow it, so only the
@@ -469,6 +475,7 @@ BENCHMARKS = {
     "tcp_echo_buffered": Bench(bench_tcp_echo_buffered, 20_000, "TCP BufferedProtocol echo 1 KiB"),
     "streams_echo": Bench(bench_streams_echo, 10_000, "streams echo 1 KiB"),
     "tcp_echo_100k": Bench(bench_tcp_echo_100k, 2_000, "TCP Protocol echo 100 KiB"),
+    "streams_echo_100k": Bench(bench_streams_echo_100k, 2_000, "streams echo 100 KiB"),
 }
 
 

@@ -23,8 +23,12 @@ typedef struct {
     Py_buffer read_view;
     char has_read_view;
     /* The bytes object a large read of a Protocol's stream goes into,
-     * from goloop_stream_lend to goloop_stream_lent_data (stream.c). */
+     * from goloop_stream_lend to goloop_stream_lent_data (stream.c); for
+     * a StreamReaderProtocol's, the bytearray of read_reader, its
+     * StreamReader, which held read_base bytes before (reader.c). */
     PyObject *read_bytes;
+    PyObject *read_reader;
+    Py_ssize_t read_base;
 } LoopObject;
 
 /* goloop's Handle and TimerHandle subclass asyncio.Handle and
@@ -279,6 +283,17 @@ int goloop_feeds_reader(PyObject *protocol);
 /* protocol.data_received(n bytes at buf) done in C: 1 done, 0 not taken
  * (data_received must run), -1 error set, as data_received would raise. */
 int goloop_feed_reader(PyObject *protocol, const char *buf, Py_ssize_t n);
+/* A read of up to size bytes for protocol's StreamReader, into the end of
+ * its buffer, grown for it: the memory, with the reader and its buffer
+ * into the loop's read_reader and read_bytes; NULL, with no exception set,
+ * when feed_data would not take its plain path (or memory ran out). */
+char *goloop_reader_lend(LoopObject *loop, PyObject *protocol, Py_ssize_t size);
+/* The n bytes read into goloop_reader_lend's memory, fed: the buffer cut
+ * to what was read. The reader (a new reference), or NULL with the
+ * exception set (the cut failed: as feed_data's extend() failing). */
+PyObject *goloop_reader_cut(LoopObject *loop, Py_ssize_t n);
+/* StreamReader._wakeup_waiter(): 0, or -1 with the exception set. */
+int goloop_wakeup_waiter(PyObject *reader);
 int goloop_init_reader(PyObject *module);
 /* A stream transport for sock (whose descriptor is fd) on loop, not read
  * until _start; goloop_transport_abandon undoes it (listener.c). */

@@ -605,6 +605,7 @@ loop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     memset(&self->streams, 0, sizeof(self->streams));
     self->has_read_view = 0;
     self->read_bytes = NULL;
+    self->read_reader = NULL;
     self->id = GoloopNew(&self->intake, &self->streams);
     if (self->id < 0) {
         Py_DECREF(self);
@@ -621,6 +622,7 @@ loop_traverse(LoopObject *self, visitproc visit, void *arg)
     if (self->has_read_view)
         Py_VISIT(self->read_view.obj);
     Py_VISIT(self->read_bytes);
+    Py_VISIT(self->read_reader);
     /* The handles queued here and in Go are references this loop owns. */
     goloop_intake *in = &self->intake;
     int r = goloop_visit((PyObject *)self, (goloop_visitproc)visit, arg,
@@ -666,6 +668,7 @@ loop_dealloc(LoopObject *self)
     if (self->has_read_view)
         PyBuffer_Release(&self->read_view);
     Py_XDECREF(self->read_bytes);
+    Py_XDECREF(self->read_reader);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

@@ -132,9 +132,8 @@ plain_feed(PyObject *reader, PyObject *buffer, Py_ssize_t n)
     return future == NULL ? -1 : (PyObject *)Py_TYPE(waiter) == future;
 }
 
-/* _wakeup_waiter(). */
-static int
-wakeup_waiter(PyObject *reader)
+int
+goloop_wakeup_waiter(PyObject *reader)
 {
     PyObject *waiter = PyObject_GetAttr(reader, str_waiter);
     if (waiter == NULL)
@@ -154,30 +153,78 @@ wakeup_waiter(PyObject *reader)
     return rc;
 }
 
+/* protocol's StreamReader and its _buffer (new references), if n more
+ * bytes take feed_data's plain path: 1; 0 if not (or no reader: *reader
+ * NULL), -1 error. */
+static int
+plain_reader(PyObject *protocol, Py_ssize_t n, PyObject **reader, PyObject **buffer)
+{
+    *buffer = NULL;
+    if ((*reader = stream_reader(protocol)) == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (Py_TYPE(*reader) != reader_type)
+        return 0;
+    if ((*buffer = PyObject_GetAttr(*reader, str_buffer)) == NULL)
+        return -1;
+    return plain_feed(*reader, *buffer, n);
+}
+
 int
 goloop_feed_reader(PyObject *protocol, const char *buf, Py_ssize_t n)
 {
-    PyObject *reader = stream_reader(protocol);
-    if (reader == NULL)
-        return PyErr_Occurred() ? -1 : 1;   /* data_received does nothing */
-    if (Py_TYPE(reader) != reader_type) {
-        Py_DECREF(reader);
-        return 0;
-    }
-    PyObject *buffer = PyObject_GetAttr(reader, str_buffer);
-    int rc = buffer == NULL ? -1 : plain_feed(reader, buffer, n);
-    if (rc > 0) {
+    PyObject *reader, *buffer;
+    int rc = plain_reader(protocol, n, &reader, &buffer);
+    if (rc == 0 && reader == NULL)
+        rc = 1;   /* no reader: data_received does nothing */
+    else if (rc > 0) {
         Py_ssize_t size = PyByteArray_GET_SIZE(buffer);
         if (PyByteArray_Resize(buffer, size + n) < 0) {
             rc = -1;
         } else {
             memcpy(PyByteArray_AS_STRING(buffer) + size, buf, (size_t)n);
-            rc = wakeup_waiter(reader) < 0 ? -1 : 1;
+            rc = goloop_wakeup_waiter(reader) < 0 ? -1 : 1;
         }
     }
     Py_XDECREF(buffer);
-    Py_DECREF(reader);
+    Py_XDECREF(reader);
     return rc;
+}
+
+char *
+goloop_reader_lend(LoopObject *loop, PyObject *protocol, Py_ssize_t size)
+{
+    PyObject *reader, *buffer;
+    Py_ssize_t base = 0;
+    /* size is at least what will be read: where it keeps clear of the
+     * reader's limit, so does the read */
+    int rc = plain_reader(protocol, size, &reader, &buffer);
+    if (rc > 0) {
+        base = PyByteArray_GET_SIZE(buffer);
+        rc = PyByteArray_Resize(buffer, base + size) < 0 ? -1 : 1;
+    }
+    if (rc <= 0) {
+        /* the plain read, then data_received, meet the same state */
+        PyErr_Clear();
+        Py_XDECREF(buffer);
+        Py_XDECREF(reader);
+        return NULL;
+    }
+    loop->read_reader = reader;
+    loop->read_bytes = buffer;
+    loop->read_base = base;
+    return PyByteArray_AS_STRING(buffer) + base;
+}
+
+PyObject *
+goloop_reader_cut(LoopObject *loop, Py_ssize_t n)
+{
+    PyObject *reader = loop->read_reader, *buffer = loop->read_bytes;
+    loop->read_reader = loop->read_bytes = NULL;
+    int rc = PyByteArray_Resize(buffer, loop->read_base + n);
+    Py_DECREF(buffer);
+    if (rc < 0)
+        Py_CLEAR(reader);
+    return reader;
 }
 
 /* asyncio's definition of name in type, into *slot. */

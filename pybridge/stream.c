@@ -94,6 +94,11 @@ goloop_stream_lend(PyObject *o, long size)
     LoopObject *loop = T(o)->loop;
     if (T(o)->protocol == NULL || loop == NULL || loop->read_bytes != NULL)
         return NULL;
+    if (T(o)->feeds_reader) {
+        char *p = goloop_reader_lend(loop, T(o)->protocol, size);
+        if (p != NULL)
+            return p;
+    }
     PyObject *data = PyBytes_FromStringAndSize(NULL, size);
     if (data == NULL) {
         PyErr_Clear();
@@ -111,6 +116,20 @@ goloop_stream_lent_data(PyObject *o, long n)
 {
     TransportObject *t = T(o);
     t->large_read = n >= LARGE_READ;
+    if (t->loop->read_reader != NULL) {
+        PyObject *reader = goloop_reader_cut(t->loop, n);
+        if (reader == NULL)
+            return data_failed(t);
+        int rc = 0;
+        goloop_scope s;
+        if (n > 0 && goloop_scope_enter(t, &s, GOLOOP_READ_CTX(t)) < 0)
+            rc = goloop_transport_fatal(t, "Fatal read error on socket transport");
+        else if (n > 0)
+            rc = goloop_scope_leave(t, &s, goloop_wakeup_waiter(reader) < 0 ? data_failed(t) : 0,
+                                    "_read_ready", NULL);
+        Py_DECREF(reader);
+        return rc;
+    }
     PyObject *data = t->loop->read_bytes;
     t->loop->read_bytes = NULL;
     if (n == 0 || t->protocol == NULL) {

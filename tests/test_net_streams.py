@@ -228,6 +228,28 @@ def test_reader_over_its_limit_pauses_the_transport_until_read(loop):
     support.run_guarded(loop, main())
 
 
+@pytest.mark.parametrize("limit", [2**16, 2**22])
+def test_large_reads_reach_the_reader_whole(loop, limit):
+    """Reads of 64 KiB and more go straight into the reader's buffer on
+    goloop while the reader stays under its limit (2**22), and through the
+    plain path, pausing the transport, when it would pass it (2**16)."""
+    async def main():
+        reader, writer, client = await connected_pair(limit=limit)
+        payload = os.urandom(3 * 2**20)
+        for chunk in (1, 70_000, 300_000, 2**20):
+            client.write(payload[:chunk])
+            assert await wait(reader.readexactly(chunk)) == payload[:chunk]
+        client.write(payload)
+        client.write_eof()
+        got = bytearray()
+        while data := await wait(reader.read(100_000)):
+            got += data
+        assert got == payload
+        assert reader.at_eof()
+        await close_all(client, writer)
+    support.run_guarded(loop, main())
+
+
 def test_cancelled_read_leaves_the_bytes_for_the_next(loop):
     async def main():
         reader, writer, client = await connected_pair()
