@@ -86,9 +86,10 @@ stream_reader(PyObject *protocol)
 
 /* Whether feed_data(n more bytes) takes its plain path: not at EOF, a
  * bytearray it may resize, not pausing the transport, waking an asyncio
- * Future or nothing. 1 yes, 0 no, -1 error. */
+ * Future or nothing (the waiter, borrowed: the reader holds it, and
+ * nothing runs before it is woken). 1 yes, 0 no, -1 error. */
 static int
-plain_feed(PyObject *reader, PyObject *buffer, Py_ssize_t n)
+plain_feed(PyObject *reader, PyObject *buffer, Py_ssize_t n, PyObject **waiter)
 {
     PyObject *eof = PyObject_GetAttr(reader, str_eof);
     if (eof == NULL)
@@ -122,24 +123,22 @@ plain_feed(PyObject *reader, PyObject *buffer, Py_ssize_t n)
             return 0;
         }
     }
-    PyObject *waiter = PyObject_GetAttr(reader, str_waiter);
-    if (waiter == NULL)
+    if ((*waiter = PyObject_GetAttr(reader, str_waiter)) == NULL)
         return -1;
-    Py_DECREF(waiter);
-    if (waiter == Py_None)
+    Py_DECREF(*waiter);
+    if (*waiter == Py_None)
         return 1;
     PyObject *future = goloop_future_type();   /* borrowed */
-    return future == NULL ? -1 : (PyObject *)Py_TYPE(waiter) == future;
+    return future == NULL ? -1 : (PyObject *)Py_TYPE(*waiter) == future;
 }
 
-int
-goloop_wakeup_waiter(PyObject *reader)
+/* _wakeup_waiter(), with the reader's _waiter. */
+static int
+wakeup(PyObject *reader, PyObject *waiter)
 {
-    PyObject *waiter = PyObject_GetAttr(reader, str_waiter);
-    if (waiter == NULL)
-        return -1;
     int rc = 0;
     if (waiter != Py_None) {
+        Py_INCREF(waiter);
         rc = PyObject_SetAttr(reader, str_waiter, Py_None);
         PyObject *c = rc < 0 ? NULL : PyObject_CallMethodNoArgs(waiter, str_cancelled);
         int cancelled = c == NULL ? -1 : PyObject_IsTrue(c);
@@ -148,7 +147,18 @@ goloop_wakeup_waiter(PyObject *reader)
             PyObject_CallMethodOneArg(waiter, str_set_result, Py_None);
         rc = cancelled < 0 || (cancelled == 0 && r == NULL) ? -1 : 0;
         Py_XDECREF(r);
+        Py_DECREF(waiter);
     }
+    return rc;
+}
+
+int
+goloop_wakeup_waiter(PyObject *reader)
+{
+    PyObject *waiter = PyObject_GetAttr(reader, str_waiter);
+    if (waiter == NULL)
+        return -1;
+    int rc = wakeup(reader, waiter);
     Py_DECREF(waiter);
     return rc;
 }
@@ -157,7 +167,8 @@ goloop_wakeup_waiter(PyObject *reader)
  * bytes take feed_data's plain path: 1; 0 if not (or no reader: *reader
  * NULL), -1 error. */
 static int
-plain_reader(PyObject *protocol, Py_ssize_t n, PyObject **reader, PyObject **buffer)
+plain_reader(PyObject *protocol, Py_ssize_t n, PyObject **reader, PyObject **buffer,
+             PyObject **waiter)
 {
     *buffer = NULL;
     if ((*reader = stream_reader(protocol)) == NULL)
@@ -166,14 +177,14 @@ plain_reader(PyObject *protocol, Py_ssize_t n, PyObject **reader, PyObject **buf
         return 0;
     if ((*buffer = PyObject_GetAttr(*reader, str_buffer)) == NULL)
         return -1;
-    return plain_feed(*reader, *buffer, n);
+    return plain_feed(*reader, *buffer, n, waiter);
 }
 
 int
 goloop_feed_reader(PyObject *protocol, const char *buf, Py_ssize_t n)
 {
-    PyObject *reader, *buffer;
-    int rc = plain_reader(protocol, n, &reader, &buffer);
+    PyObject *reader, *buffer, *waiter;
+    int rc = plain_reader(protocol, n, &reader, &buffer, &waiter);
     if (rc == 0 && reader == NULL)
         rc = 1;   /* no reader: data_received does nothing */
     else if (rc > 0) {
@@ -182,7 +193,7 @@ goloop_feed_reader(PyObject *protocol, const char *buf, Py_ssize_t n)
             rc = -1;
         } else {
             memcpy(PyByteArray_AS_STRING(buffer) + size, buf, (size_t)n);
-            rc = goloop_wakeup_waiter(reader) < 0 ? -1 : 1;
+            rc = wakeup(reader, waiter) < 0 ? -1 : 1;
         }
     }
     Py_XDECREF(buffer);
@@ -193,11 +204,11 @@ goloop_feed_reader(PyObject *protocol, const char *buf, Py_ssize_t n)
 char *
 goloop_reader_lend(LoopObject *loop, PyObject *protocol, Py_ssize_t size)
 {
-    PyObject *reader, *buffer;
+    PyObject *reader, *buffer, *waiter;
     Py_ssize_t base = 0;
     /* size is at least what will be read: where it keeps clear of the
      * reader's limit, so does the read */
-    int rc = plain_reader(protocol, size, &reader, &buffer);
+    int rc = plain_reader(protocol, size, &reader, &buffer, &waiter);
     if (rc > 0) {
         base = PyByteArray_GET_SIZE(buffer);
         rc = PyByteArray_Resize(buffer, base + size) < 0 ? -1 : 1;
