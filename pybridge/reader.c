@@ -6,10 +6,10 @@
  * the bytes are appended to the reader's bytearray straight from the
  * loop's read buffer (no bytes object in between) and the waiting read is
  * woken. Any state those functions would not take their plain path in (a
- * reader at EOF, whose assertion must raise as asyncio's; a read that makes
- * the reader pause its transport; a buffer a memoryview holds; a waiter not
- * an asyncio Future) is left to the real data_received, which goes on to
- * do the whole of it. asyncio.streams has read so on every version this is
+ * reader at EOF, whose assertion must raise as asyncio's; a read that takes
+ * the reader past twice its limit, where it may pause its transport; a
+ * buffer a memoryview holds; a waiter not an asyncio Future) is left to the
+ * real data_received, which goes on to do the whole of it. asyncio.streams has read so on every version this is
  * built for (3.11-3.15).
  *
  * Whether a protocol is fed here is decided when the transport takes it,
@@ -22,7 +22,7 @@ static PyTypeObject *protocol_type, *reader_type;
 /* asyncio's own definitions, taken from the classes when goloop is imported */
 static PyObject *data_received_fn, *stream_reader_prop, *feed_data_fn, *wakeup_waiter_fn;
 static PyObject *str_data_received, *str_stream_reader, *str_feed_data, *str_wakeup_waiter,
-    *str_stream_reader_wr, *str_eof, *str_buffer, *str_transport, *str_paused, *str_limit,
+    *str_stream_reader_wr, *str_eof, *str_buffer, *str_limit,
     *str_waiter, *str_cancelled, *str_set_result;
 
 static int
@@ -85,7 +85,7 @@ stream_reader(PyObject *protocol)
 }
 
 /* Whether feed_data(n more bytes) takes its plain path: not at EOF, a
- * bytearray it may resize, not pausing the transport, waking an asyncio
+ * bytearray it may resize, within twice the limit, waking an asyncio
  * Future or nothing (the waiter, borrowed: the reader holds it, and
  * nothing runs before it is woken). 1 yes, 0 no, -1 error. */
 static int
@@ -98,31 +98,19 @@ plain_feed(PyObject *reader, PyObject *buffer, Py_ssize_t n, PyObject **waiter)
     if (eof != Py_False || !PyByteArray_CheckExact(buffer) ||
         ((PyByteArrayObject *)buffer)->ob_exports > 0)
         return 0;
-    PyObject *transport = PyObject_GetAttr(reader, str_transport);
-    if (transport == NULL)
+    /* Under twice the limit, feed_data does not look at its transport or
+     * whether it paused it; over it, it may pause the transport. */
+    PyObject *limit = PyObject_GetAttr(reader, str_limit);
+    if (limit == NULL)
         return -1;
-    Py_DECREF(transport);
-    if (transport != Py_None) {
-        PyObject *paused = PyObject_GetAttr(reader, str_paused);
-        if (paused == NULL)
-            return -1;
-        Py_DECREF(paused);
-        if (paused == Py_False) {
-            PyObject *limit = PyObject_GetAttr(reader, str_limit);
-            if (limit == NULL)
-                return -1;
-            Py_ssize_t l = PyLong_CheckExact(limit) ? PyLong_AsSsize_t(limit) : -1;
-            Py_DECREF(limit);
-            if (l < 0) {
-                PyErr_Clear();
-                return 0;
-            }
-            if (l > PY_SSIZE_T_MAX / 4 || PyByteArray_GET_SIZE(buffer) + n > 2 * l)
-                return 0;
-        } else if (paused != Py_True) {
-            return 0;
-        }
+    Py_ssize_t l = PyLong_CheckExact(limit) ? PyLong_AsSsize_t(limit) : -1;
+    Py_DECREF(limit);
+    if (l < 0) {
+        PyErr_Clear();
+        return 0;
     }
+    if (l > PY_SSIZE_T_MAX / 4 || PyByteArray_GET_SIZE(buffer) + n > 2 * l)
+        return 0;
     if ((*waiter = PyObject_GetAttr(reader, str_waiter)) == NULL)
         return -1;
     Py_DECREF(*waiter);
@@ -286,8 +274,7 @@ goloop_init_reader(PyObject *module)
         goloop_intern(&str_wakeup_waiter, "_wakeup_waiter") < 0 ||
         goloop_intern(&str_stream_reader_wr, "_stream_reader_wr") < 0 ||
         goloop_intern(&str_eof, "_eof") < 0 || goloop_intern(&str_buffer, "_buffer") < 0 ||
-        goloop_intern(&str_transport, "_transport") < 0 ||
-        goloop_intern(&str_paused, "_paused") < 0 || goloop_intern(&str_limit, "_limit") < 0 ||
+        goloop_intern(&str_limit, "_limit") < 0 ||
         goloop_intern(&str_waiter, "_waiter") < 0 ||
         goloop_intern(&str_cancelled, "cancelled") < 0 ||
         goloop_intern(&str_set_result, "set_result") < 0)
