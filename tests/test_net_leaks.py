@@ -143,9 +143,71 @@ def test_connect_echo_close_cycles_leave_no_trace(loop):
     finally:
         shutil.rmtree(sockdir, ignore_errors=True)
 
+    assert_flat(before, types_before, after, types_after)
+
+
+def assert_flat(before, types_before, after, types_after):
     growth = {k: after[k] - before[k] for k in before}
     growth["most grown types"] = (types_after - types_before).most_common(8)
     assert growth["open fds"] == 0, growth
     assert growth["gc objects"] <= MAX_NEW_GC_OBJECTS, growth
     assert growth["allocated blocks"] <= MAX_NEW_BLOCKS, growth
     assert growth["rss"] <= MAX_RSS_GROWTH, growth
+
+
+STREAM_MESSAGES = (b"x" * 100, b"y" * 100_000)
+
+
+class StreamEcho:
+    """The server's handler. A round ends only when every connection it
+    served is closed (as Echo.live, above)."""
+    live = 0
+    drained = None
+
+    @classmethod
+    async def handle(cls, reader, writer):
+        cls.live += 1
+        try:
+            while data := await reader.read(2**20):
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+        finally:
+            cls.live -= 1
+            if not cls.live and cls.drained is not None and not cls.drained.done():
+                cls.drained.set_result(None)
+
+
+async def stream_cycles(n, addr):
+    async def worker(count, index):
+        for i in range(count):
+            reader, writer = await asyncio.open_connection(*addr)
+            message = STREAM_MESSAGES[(index + i) % 2]
+            writer.write(message)
+            assert await reader.readexactly(len(message)) == message
+            writer.close()
+            await writer.wait_closed()
+
+    await asyncio.wait_for(
+        asyncio.gather(*(worker(n // WORKERS, k) for k in range(WORKERS))), 120)
+    if StreamEcho.live:
+        StreamEcho.drained = asyncio.get_running_loop().create_future()
+        await asyncio.wait_for(StreamEcho.drained, 30)
+        StreamEcho.drained = None
+
+
+def test_streams_cycles_leave_no_trace(loop):
+    """asyncio streams, whose reads goloop feeds to the StreamReader in C
+    (small ones copied in, large ones read straight into its buffer)."""
+    loop.set_debug(False)
+    n = N_CYCLES // 4
+    server = support.run_guarded(loop, asyncio.start_server(StreamEcho.handle, "127.0.0.1", 0))
+    addr = server.sockets[0].getsockname()
+    support.run_guarded(loop, stream_cycles(n // 5, addr), timeout=180)
+    before, types_before = snapshot()
+    support.run_guarded(loop, stream_cycles(n, addr), timeout=180)
+    after, types_after = snapshot()
+    server.close()
+    support.run_guarded(loop, server.wait_closed())
+    assert_flat(before, types_before, after, types_after)
