@@ -278,7 +278,7 @@ int goloop_init_transport(PyObject *module);
 /* stream.c */
 int goloop_init_stream_type(PyObject *module);
 /* reader.c: whether the transport's reads go to protocol, asyncio's own
- * StreamReaderProtocol, through goloop_feed_reader (1, 0, -1 error). */
+ * StreamReaderProtocol, through goloop_feed_reader (1 or 0; never fails). */
 int goloop_feeds_reader(PyObject *protocol);
 /* protocol.data_received(n bytes at buf) done in C: 1 done, 0 not taken
  * (data_received must run), -1 error set, as data_received would raise. */

@@ -15,7 +15,8 @@
  * Whether a protocol is fed here is decided when the transport takes it,
  * as uvloop looks data_received up once per protocol: asyncio's classes
  * exactly, with asyncio's functions (not a subclass, not patched on the
- * class or the instance). */
+ * class, the protocol or its reader). Anything unexpected there (an error
+ * looking them up) leaves the protocol to its own calls. */
 #include "goloop.h"
 
 static PyTypeObject *protocol_type, *reader_type;
@@ -25,33 +26,37 @@ static PyObject *str_data_received, *str_stream_reader, *str_feed_data, *str_wak
     *str_stream_reader_wr, *str_eof, *str_buffer, *str_limit,
     *str_waiter, *str_cancelled, *str_set_result;
 
+/* Whether o's attribute name is want (a function: bound to o). */
 static int
-class_attr_is(PyTypeObject *type, PyObject *name, PyObject *want)
+attr_is(PyObject *o, PyObject *name, PyObject *want)
 {
-    PyObject *v = PyObject_GetAttr((PyObject *)type, name);
-    if (v == NULL)
-        return -1;
-    int is = v == want;
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int is = v == want || (PyMethod_Check(v) && PyMethod_GET_FUNCTION(v) == want);
     Py_DECREF(v);
     return is;
 }
 
+static PyObject *stream_reader(PyObject *protocol);
+
 int
 goloop_feeds_reader(PyObject *protocol)
 {
-    if (protocol_type == NULL || Py_TYPE(protocol) != protocol_type)
+    if (protocol_type == NULL || Py_TYPE(protocol) != protocol_type ||
+        !attr_is(protocol, str_data_received, data_received_fn) ||
+        !attr_is((PyObject *)protocol_type, str_stream_reader, stream_reader_prop))
         return 0;
-    PyObject *m = PyObject_GetAttr(protocol, str_data_received);
-    if (m == NULL)
-        return -1;
-    int ok = PyMethod_Check(m) && PyMethod_GET_FUNCTION(m) == data_received_fn;
-    Py_DECREF(m);
-    if (ok)
-        ok = class_attr_is(protocol_type, str_stream_reader, stream_reader_prop);
-    if (ok > 0)
-        ok = class_attr_is(reader_type, str_feed_data, feed_data_fn);
-    if (ok > 0)
-        ok = class_attr_is(reader_type, str_wakeup_waiter, wakeup_waiter_fn);
+    PyObject *reader = stream_reader(protocol);
+    if (reader == NULL) {   /* none yet, or none any more: look at the class */
+        PyErr_Clear();
+        reader = Py_NewRef(reader_type);
+    }
+    int ok = attr_is(reader, str_feed_data, feed_data_fn) &&
+             attr_is(reader, str_wakeup_waiter, wakeup_waiter_fn);
+    Py_DECREF(reader);
     return ok;
 }
 

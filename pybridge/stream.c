@@ -726,14 +726,13 @@ static PyObject *
 transport_set_protocol(TransportObject *t, PyObject *protocol)
 {
     int buffered = is_buffered(protocol);
-    int feeds = buffered < 0 ? -1 : goloop_feeds_reader(protocol);
-    if (feeds < 0)
+    if (buffered < 0)
         return NULL;
     if (GoloopStreamSetProtocol(t->id, buffered) < 0)
         return NULL;
     Py_XSETREF(t->protocol, Py_NewRef(protocol));
     t->buffered = (char)buffered;
-    t->feeds_reader = (char)feeds;
+    t->feeds_reader = (char)goloop_feeds_reader(protocol);
     Py_RETURN_NONE;
 }
 
@@ -862,8 +861,7 @@ goloop_transport_new(LoopObject *loop, PyObject *sock, PyObject *protocol, PyObj
                      PyObject *peername, PyObject *server, PyObject *context, int fd)
 {
     int buffered = is_buffered(protocol);
-    int feeds = buffered < 0 ? -1 : goloop_feeds_reader(protocol);
-    TransportObject *t = feeds < 0 ? NULL :
+    TransportObject *t = buffered < 0 ? NULL :
         goloop_transport_alloc(transport_type, loop, protocol, fd);
     if (t == NULL) {
         Py_XDECREF(peername);
@@ -874,7 +872,7 @@ goloop_transport_new(LoopObject *loop, PyObject *sock, PyObject *protocol, PyObj
     t->server = server != NULL && server != Py_None ? Py_NewRef(server) : NULL;
     t->context = context != NULL && context != Py_None ? Py_NewRef(context) : NULL;
     t->buffered = (char)buffered;
-    t->feeds_reader = (char)feeds;
+    t->feeds_reader = (char)goloop_feeds_reader(protocol);
     t->id = GoloopStreamNew(loop->id, fd, (PyObject *)t, buffered, &t->ws);
     return goloop_transport_registered(t, sock);
 }

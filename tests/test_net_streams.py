@@ -346,8 +346,22 @@ def test_a_subclassed_or_patched_reader_sees_every_read(loop):
         t2, _ = await wait(lp.create_connection(lambda: protocol, *addr))
         assert await wait(reader.read()) == b"hello"
         assert b"".join(seen) == b"hello"
+        # asyncio's classes, with feed_data replaced on the reader.
+        patched = asyncio.StreamReader()
+        fed = []
+
+        def feed_data(data):
+            fed.append(bytes(data))
+            asyncio.StreamReader.feed_data(patched, data)
+
+        patched.feed_data = feed_data
+        t3, _ = await wait(lp.create_connection(
+            lambda: asyncio.StreamReaderProtocol(patched), *addr))
+        assert await wait(patched.read()) == b"hello"
+        assert b"".join(fed) == b"hello"
         t1.close()
         t2.close()
+        t3.close()
         server.close()
         await wait(server.wait_closed())
     support.run_guarded(loop, main())
